@@ -1,0 +1,41 @@
+# Two commands do all the set-up: `make demo` and `make test` (see README.md).
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV   := .venv
+BIN    := $(VENV)/bin
+# Offline by default: an accidental model-hub call fails at once instead of hanging.
+TEST_ENV := HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TRANSFORMERS_OFFLINE=1 MINICLIP_SMOKE=1 MPLBACKEND=Agg
+
+.PHONY: demo test lab bench student clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+# The stamp files re-run pip when the dependency files change.
+$(VENV)/.installed: $(BIN)/python pyproject.toml requirements.txt
+	$(BIN)/pip install -q -r requirements.txt -e .
+	touch $@
+
+$(VENV)/.installed-dev: $(VENV)/.installed
+	$(BIN)/pip install -q -r requirements.txt -e '.[dev]'
+	touch $@
+
+demo: $(VENV)/.installed
+	$(BIN)/miniclip demo --out runs/demo
+
+test: $(VENV)/.installed-dev
+	$(TEST_ENV) $(BIN)/python -m pytest tests notebooks --nbval-lax --nbval-current-env -q
+
+lab: $(VENV)/.installed-dev
+	$(BIN)/jupyter lab notebooks $(if $(filter 0,$(shell id -u)),--allow-root,)
+
+bench: $(VENV)/.installed-dev
+	$(BIN)/pip install -q -r requirements.txt -e '.[dev,bench]'
+	$(BIN)/python bench/train_step.py
+	$(BIN)/python bench/data.py
+	$(BIN)/python bench/shapes_time_to_accuracy.py
+
+student: $(VENV)/.installed-dev
+	$(BIN)/python -m miniclip.exercises build notebooks --out student
+
+clean:
+	rm -rf runs student .pytest_cache

@@ -1,0 +1,5 @@
+import sys
+
+from miniclip.cli import main
+
+sys.exit(main())

@@ -1,0 +1,89 @@
+"""A byte-level BPE tokenizer trained on the captions themselves, with Hugging Face `tokenizers`.
+
+Every caption becomes [<start>, tokens..., <end>, <pad>, <pad>, ...] of a fixed context length. The text
+tower reads its feature at the <end> token, so truncation always keeps it. Byte-level BPE never meets an
+unknown character: emoji and any script encode (as bytes) without error.
+
+    tok = Tokenizer.train(captions, vocab_size=512, context_length=32)
+    tokens = tok.encode(["a red circle", "two blue stars"])   # LongTensor [2, 32]
+    tok.decode(tokens)                                       # ['a red circle', 'two blue stars']
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from tokenizers import Tokenizer as HFTokenizer
+from tokenizers import decoders, models, normalizers, pre_tokenizers, processors, trainers
+
+from miniclip.fileio import atomic_write_text
+
+PAD, UNK, START, END = "<|pad|>", "<|unk|>", "<|startoftext|>", "<|endoftext|>"
+SPECIAL_TOKENS = [PAD, UNK, START, END]  # ids 0, 1, 2, 3; the end id is not 2, which transformers would
+#                                        # take as "pool at the highest id" (see REFERENCES.md)
+
+
+class Tokenizer:
+    """Text <-> token ids, a thin wrapper around a `tokenizers.Tokenizer` that keeps everything in one JSON."""
+
+    def __init__(self, hf_tokenizer: HFTokenizer):
+        self.hf = hf_tokenizer
+        if self.hf.truncation is None or self.hf.padding is None:
+            raise ValueError("Tokenizer: the tokenizer JSON must set truncation and padding (train one with Tokenizer.train)")
+        self.context_length = self.hf.truncation["max_length"]
+        self.pad_id, self.start_id, self.end_id = (self.hf.token_to_id(t) for t in (PAD, START, END))
+
+    @classmethod
+    def train(cls, captions, vocab_size: int = 512, context_length: int = 32) -> "Tokenizer":
+        """Learn a BPE vocabulary of `vocab_size` ids (including 256 bytes and 4 special tokens) from captions."""
+        if vocab_size < 256 + len(SPECIAL_TOKENS):
+            raise ValueError(f"vocab_size must be at least {256 + len(SPECIAL_TOKENS)} (the bytes and special tokens)")
+        hf = HFTokenizer(models.BPE(unk_token=UNK))
+        hf.normalizer = normalizers.Sequence([normalizers.NFKC(), normalizers.Lowercase()])
+        hf.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=True)
+        hf.decoder = decoders.ByteLevel()
+        trainer = trainers.BpeTrainer(
+            vocab_size=vocab_size, special_tokens=SPECIAL_TOKENS, show_progress=False,
+            initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        )
+        hf.train_from_iterator(list(captions), trainer=trainer)
+        hf.post_processor = processors.TemplateProcessing(
+            single=f"{START} $A {END}", special_tokens=[(START, hf.token_to_id(START)), (END, hf.token_to_id(END))]
+        )
+        # Truncation counts the special tokens, so <end> always survives; every row is padded to the context.
+        hf.enable_truncation(max_length=context_length)
+        hf.enable_padding(pad_id=hf.token_to_id(PAD), pad_token=PAD, length=context_length)
+        return cls(hf)
+
+    @property
+    def vocab_size(self) -> int:
+        return self.hf.get_vocab_size()
+
+    def encode(self, texts: list[str] | str) -> torch.Tensor:
+        """list of B strings -> LongTensor [B, context_length] (a single string gives [1, context_length])."""
+        if isinstance(texts, str):
+            texts = [texts]
+        return torch.tensor([e.ids for e in self.hf.encode_batch(list(texts))], dtype=torch.long)
+
+    def decode(self, tokens) -> list[str]:
+        """LongTensor [B, T] (or a list of id lists) -> B strings, special tokens removed."""
+        rows = tokens.tolist() if isinstance(tokens, torch.Tensor) else tokens
+        return [s.strip() for s in self.hf.decode_batch(rows, skip_special_tokens=True)]
+
+    def tokenize(self, text: str) -> list[str]:
+        """The BPE pieces of one string, for looking at what the tokenizer does ('Ġ' marks a leading space)."""
+        return self.hf.encode(text).tokens
+
+    def save(self, path) -> None:
+        """Write the whole tokenizer (vocabulary, merges, context length) to one JSON file, atomically."""
+        atomic_write_text(Path(path), self.hf.to_str(pretty=True))
+
+    @classmethod
+    def load(cls, path) -> "Tokenizer":
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"no tokenizer at {path}; train one with Tokenizer.train(...) and .save(path)")
+        return cls(HFTokenizer.from_file(str(path)))
+
+    def __repr__(self):
+        return f"Tokenizer(vocab_size={self.vocab_size}, context_length={self.context_length})"
