@@ -1,0 +1,325 @@
+"""COCO captions: three sources of the same records, `Record(image, captions, split, image_id)`.
+
+    hf_records        the Hugging Face Hub, streamed (no full download before the first image)
+    official_records  captions_{train,val}2017.json with the image folder or its zip
+    karpathy_records  dataset_coco.json (the Karpathy split) with the official image folders
+
+`image` is whatever is cheapest to hand to a decoder process: raw JPEG bytes, a file path, or a
+`ZipMember` (a zip file and a member name). Nothing here decodes pixels: cache.py does, in parallel.
+Splits are "train" / "val" / "test" (Karpathy's "restval" is merged into "train"; the official
+train2017 / val2017 files give "train" / "val"). Column names and JSON keys are checked at run time.
+"""
+from __future__ import annotations
+
+import json
+import os
+import warnings
+import zipfile
+from collections import defaultdict
+from pathlib import Path
+from typing import Iterator, NamedTuple
+
+SPLITS = ("train", "val", "test")
+KARPATHY_SIZES = {"train": 113_287, "val": 5_000, "test": 5_000}  # images per Karpathy split
+OFFICIAL_SIZES = {"train": 118_287, "val": 5_000}  # images in train2017 / val2017
+
+HF_DEFAULT = "Multimodal-Fatima/COCO_captions_{}"  # {} = train / validation / test (one repository each)
+HF_SPLIT_NAMES = {"train": "train", "val": "validation", "test": "test"}
+# The two Hub layouts we know: one row per image, or one row per caption (grouped here by cocoid).
+HF_LAYOUTS = {
+    "per_image": ("cocoid", "sentences_raw", "image"),  # Multimodal-Fatima/COCO_captions_*
+    "per_caption": ("cocoid", "caption", "image"),  # jxie/coco_captions
+}
+
+
+class Record(NamedTuple):
+    """One image with its captions. image: bytes, a path (str), a ZipMember or a PIL image."""
+
+    image: object
+    captions: list
+    split: str
+    image_id: int
+
+
+class ZipMember(NamedTuple):
+    """An image inside a zip file, read by the decoder process itself."""
+
+    zip_path: str
+    name: str
+
+
+def _check_split(split):
+    if split is not None and split not in SPLITS:
+        raise ValueError(f"split must be one of {SPLITS} (or None for all), got {split!r}")
+
+
+def _warn_size(source: str, split: str, count: int, known: dict, what: str) -> None:
+    """After reading a whole split: warn when its size differs from the known one."""
+    if split in known and count != known[split]:
+        warnings.warn(
+            f"{source}: read {count:,} images for split {split!r}, but the {what} has {known[split]:,}. "
+            "The source may be incomplete or a different version; results will not be comparable "
+            "with published numbers.",
+            stacklevel=1,
+        )
+
+
+def _missing_columns_error(source: str, expected, found, todo: str) -> ValueError:
+    expected = expected if isinstance(expected, str) else list(expected)
+    return ValueError(f"{source}: expected columns/keys {expected}, found {sorted(found)}. {todo}")
+
+
+# ------------------------------------------------------------------------------------------
+# (a) The Hugging Face Hub, streamed
+
+
+def _image_payload(value):
+    """The cheapest form of an undecoded `datasets.Image` value: its bytes, else its path."""
+    if isinstance(value, dict):
+        if value.get("bytes") is not None:
+            return value["bytes"]
+        if value.get("path"):
+            return value["path"]
+        raise ValueError("an image cell has neither bytes nor a path")
+    return value  # already a PIL image (a dataset without an Image feature)
+
+
+def _open_stream(dataset: str, data_files, hf_split: str):
+    """load_dataset(..., streaming=True), falling back to the only split when the expected one is absent."""
+    import datasets
+
+    try:
+        return datasets.load_dataset(dataset, data_files=data_files, split=hf_split, streaming=True)
+    except ValueError as err:
+        if "split" not in str(err).lower():
+            raise
+        names = datasets.get_dataset_split_names(dataset, data_files=data_files)
+        if len(names) != 1:
+            raise ValueError(f"hf source {dataset!r} has splits {names}, not {hf_split!r}: pass hf_split=...") from err
+        return datasets.load_dataset(dataset, data_files=data_files, split=names[0], streaming=True)
+
+
+def hf_records(
+    split: str = "train",
+    dataset: str | None = None,
+    *,
+    data_files=None,
+    hf_split: str | None = None,
+    limit: int | None = None,
+) -> Iterator[Record]:
+    """Stream COCO from the Hub: yields Record(image bytes, captions, split, cocoid).
+
+    dataset: a Hub id (default Multimodal-Fatima/COCO_captions_{train,validation,test}, one repository
+    per split) or a builder name such as "parquet" together with data_files (what the tests use).
+    hf_split: the split name inside the dataset (default: "train" with data_files, else
+    train/validation/test). The layout (one row per image, or one per caption as in jxie/coco_captions)
+    is read from the columns. limit: stop after that many images.
+    """
+    _check_split(split)
+    if split is None:
+        raise ValueError("hf_records reads one split at a time: pass split='train', 'val' or 'test'")
+    path = dataset or HF_DEFAULT.format(HF_SPLIT_NAMES[split])
+    if hf_split is None:
+        hf_split = "train" if data_files is not None or dataset is None else HF_SPLIT_NAMES[split]
+    stream = _open_stream(path, data_files, hf_split)
+    columns = stream.column_names
+    if columns is None:  # features unknown until the first row
+        columns = list(next(iter(stream)).keys())
+    layout = next((name for name, cols in HF_LAYOUTS.items() if set(cols) <= set(columns)), None)
+    if layout is None:
+        raise _missing_columns_error(
+            f"hf source {path!r}",
+            f"{list(HF_LAYOUTS['per_image'])} or {list(HF_LAYOUTS['per_caption'])}",
+            columns,
+            "Use a dataset with one row per image (like Multimodal-Fatima/COCO_captions_train) or one row "
+            "per caption (like jxie/coco_captions), rename its columns with IterableDataset.rename_column, "
+            "or use --source coco / --source karpathy with the official files.",
+        )
+    import datasets
+
+    stream = stream.select_columns(list(HF_LAYOUTS[layout]))
+    stream = stream.cast_column("image", datasets.Image(decode=False))  # JPEG bytes; the cache decodes them
+    return _hf_rows_to_records(stream, layout, split, limit, f"hf source {path!r}")
+
+
+def _hf_rows_to_records(stream, layout: str, split: str, limit: int | None, source: str) -> Iterator[Record]:
+    count = 0
+    if layout == "per_image":
+        for row in stream:
+            if limit is not None and count >= limit:
+                return
+            yield Record(_image_payload(row["image"]), list(row["sentences_raw"]), split, int(row["cocoid"]))
+            count += 1
+    else:  # one row per caption: consecutive rows of one cocoid make one record
+        current, captions, image = None, [], None
+        for row in stream:
+            cocoid = int(row["cocoid"])
+            if cocoid != current:
+                if current is not None:
+                    yield Record(image, captions, split, current)
+                    count += 1
+                if limit is not None and count >= limit:
+                    return
+                current, captions, image = cocoid, [], _image_payload(row["image"])
+            captions.append(row["caption"])
+        if current is not None:
+            yield Record(image, captions, split, current)
+            count += 1
+    if limit is None:
+        _warn_size(source, split, count, KARPATHY_SIZES, "Karpathy split")
+
+
+# ------------------------------------------------------------------------------------------
+# JSON files (official and Karpathy)
+
+
+def _load_json(path) -> dict:
+    """json.load that survives invalid UTF-8 (the bytes are kept as surrogates for the cache to repair)."""
+    text = Path(path).read_bytes().decode("utf-8", errors="surrogateescape")
+    return json.loads(text)
+
+
+def _require(source: str, obj, keys, todo: str) -> None:
+    if not isinstance(obj, dict) or not set(keys) <= set(obj):
+        found = list(obj) if isinstance(obj, dict) else [type(obj).__name__]
+        raise _missing_columns_error(source, keys, found, todo)
+
+
+# ------------------------------------------------------------------------------------------
+# (b) The official files
+
+
+def _split_from_name(*names) -> str | None:
+    for name in names:
+        base = Path(str(name)).name.lower()
+        if "train" in base:
+            return "train"
+        if "val" in base:
+            return "val"
+        if "test" in base:
+            return "test"
+    return None
+
+
+def official_records(annotations, images, split: str | None = None, limit: int | None = None) -> Iterator[Record]:
+    """Official COCO captions: annotations = captions_{train,val}2017.json, images = its folder or zip.
+
+    Yields Record(path or ZipMember, captions, split, image id) in the order of the JSON's "images".
+    split defaults to what the file names say (train2017 -> "train", val2017 -> "val").
+    """
+    _check_split(split)
+    source = f"official COCO captions file {str(annotations)!r}"
+    todo = (
+        "Pass captions_train2017.json or captions_val2017.json from annotations_trainval2017.zip "
+        "(for dataset_coco.json use --source karpathy)."
+    )
+    data = _load_json(annotations)
+    _require(source, data, ("images", "annotations"), todo)
+    if data["images"]:
+        _require(source + " images[0]", data["images"][0], ("id", "file_name"), todo)
+    if data["annotations"]:
+        _require(source + " annotations[0]", data["annotations"][0], ("image_id", "caption"), todo)
+    split = split or _split_from_name(annotations, images)
+    if split is None:
+        raise ValueError(f"{source}: cannot tell the split from the file names; pass split='train' or 'val'")
+    captions = defaultdict(list)
+    for ann in data["annotations"]:
+        captions[ann["image_id"]].append(ann["caption"])
+    return _official_iter(data["images"], captions, Path(images), split, limit, source)
+
+
+def _official_iter(image_list, captions, images: Path, split, limit, source) -> Iterator[Record]:
+    if images.suffix.lower() == ".zip":
+        with zipfile.ZipFile(images) as zf:  # members are "train2017/000000000009.jpg": index by base name
+            members = {Path(n).name: n for n in zf.namelist() if not n.endswith("/")}
+    count = 0
+    for im in image_list:
+        if limit is not None and count >= limit:
+            return
+        if images.suffix.lower() == ".zip":
+            image = ZipMember(str(images), members.get(im["file_name"], im["file_name"]))
+        else:
+            image = str(images / im["file_name"])
+        yield Record(image, captions.get(im["id"], []), split, int(im["id"]))
+        count += 1
+    if limit is None:
+        _warn_size(source, split, count, OFFICIAL_SIZES, "official 2017 split")
+
+
+# ------------------------------------------------------------------------------------------
+# (c) The Karpathy split
+
+
+def karpathy_records(
+    karpathy_json, images_root, split: str | None = "train", limit: int | None = None
+) -> Iterator[Record]:
+    """Karpathy's dataset_coco.json with the official image folders: image = root/filepath/filename.
+
+    split: "train" (with restval), "val", "test", or None for all. Yields Record(path, raw captions, split, cocoid).
+    """
+    _check_split(split)
+    source = f"Karpathy file {str(karpathy_json)!r}"
+    todo = "Pass dataset_coco.json from Karpathy's caption_datasets.zip (for captions_*.json use --source coco)."
+    data = _load_json(karpathy_json)
+    _require(source, data, ("images",), todo)
+    if data["images"]:
+        first = data["images"][0]
+        _require(source + " images[0]", first, ("filepath", "filename", "split", "cocoid", "sentences"), todo)
+        if first["sentences"]:
+            _require(source + " images[0].sentences[0]", first["sentences"][0], ("raw",), todo)
+    return _karpathy_iter(data["images"], Path(images_root), split, limit, source)
+
+
+def _karpathy_iter(image_list, root: Path, split, limit, source) -> Iterator[Record]:
+    count = 0
+    for im in image_list:
+        im_split = "train" if im["split"] == "restval" else im["split"]
+        if split is not None and im_split != split:
+            continue
+        if limit is not None and count >= limit:
+            return
+        path = root / im["filepath"] / im["filename"]
+        if not path.exists() and (root / im["filename"]).exists():
+            path = root / im["filename"]  # images copied into one folder
+        yield Record(str(path), [s["raw"] for s in im["sentences"]], im_split, int(im["cocoid"]))
+        count += 1
+    if limit is None and split is not None:
+        _warn_size(source, split, count, KARPATHY_SIZES, "Karpathy split")
+
+
+# ------------------------------------------------------------------------------------------
+
+
+def open_source(
+    source: str,
+    *,
+    split: str | None = None,
+    hf_dataset: str | None = None,
+    hf_data_files=None,
+    annotations=None,
+    images=None,
+    karpathy_json=None,
+    limit: int | None = None,
+) -> tuple[Iterator[Record], dict]:
+    """Records from source "hf" | "coco" | "karpathy", plus a description (stored in the cache manifest)."""
+    if source == "hf":
+        split = split or "train"
+        desc = {"name": "coco", "source": "hf", "dataset": hf_dataset or HF_DEFAULT.format(HF_SPLIT_NAMES[split]),
+                "data_files": hf_data_files, "split": split}  # fmt: skip
+        return hf_records(split, hf_dataset, data_files=hf_data_files, limit=limit), desc
+    if source == "coco":
+        if annotations is None or images is None:
+            raise ValueError("source 'coco' needs annotations (captions_*2017.json) and images (folder or zip)")
+        records = official_records(annotations, images, split, limit)
+        desc = {"name": "coco", "source": "coco", "annotations": os.fspath(annotations), "images": os.fspath(images),
+                "split": split or _split_from_name(annotations, images)}  # fmt: skip
+        return records, desc
+    if source == "karpathy":
+        if karpathy_json is None or images is None:
+            raise ValueError("source 'karpathy' needs karpathy_json (dataset_coco.json) and images (the root folder)")
+        split = split or "train"
+        records = karpathy_records(karpathy_json, images, split, limit)
+        desc = {"name": "coco", "source": "karpathy", "karpathy_json": os.fspath(karpathy_json),
+                "images": os.fspath(images), "split": split}  # fmt: skip
+        return records, desc
+    raise ValueError(f"source must be 'hf', 'coco' or 'karpathy', got {source!r}")

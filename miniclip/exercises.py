@@ -1,0 +1,92 @@
+"""Student notebooks: the course notebooks with every solution cut out.
+
+    python -m miniclip.exercises build notebooks/ --out student/
+
+In a solution notebook the answer to an exercise sits between two marker lines:
+
+    # BEGIN SOLUTION
+    loss = (F.cross_entropy(logits, targets) + F.cross_entropy(logits.t(), targets)) / 2
+    # END SOLUTION
+
+The student version keeps everything else and replaces the lines between the markers (markers included)
+with a stub that raises NotImplementedError, indented like the solution was. Outputs are cleared.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+from pathlib import Path
+
+BEGIN, END = "# BEGIN SOLUTION", "# END SOLUTION"
+STUB = 'raise NotImplementedError("Exercise: write your solution here")'
+
+
+def strip_solutions(source: str) -> str:
+    """Replace each BEGIN/END SOLUTION block of a cell's source with an indented NotImplementedError stub."""
+    out, inside, indent = [], False, ""
+    for line in source.splitlines(keepends=True):
+        stripped = line.strip()
+        if stripped.startswith(BEGIN):
+            if inside:
+                raise ValueError(f"nested {BEGIN!r}")
+            inside, indent = True, re.match(r"\s*", line).group(0)
+            out.append(f"{indent}# YOUR CODE HERE\n{indent}{STUB}\n")
+        elif stripped.startswith(END):
+            if not inside:
+                raise ValueError(f"{END!r} without {BEGIN!r}")
+            inside = False
+        elif not inside:
+            out.append(line)
+    if inside:
+        raise ValueError(f"{BEGIN!r} without {END!r}")
+    return "".join(out)
+
+
+def student_notebook(nb: dict) -> dict:
+    """A copy of a notebook (nbformat 4 JSON) with solutions stubbed and outputs cleared."""
+    nb = json.loads(json.dumps(nb))
+    for cell in nb["cells"]:
+        if cell["cell_type"] != "code":
+            continue
+        src = "".join(cell["source"]) if isinstance(cell["source"], list) else cell["source"]
+        cell["source"] = strip_solutions(src).splitlines(keepends=True)
+        cell["outputs"], cell["execution_count"] = [], None
+    return nb
+
+
+def build(src_dir, out_dir) -> list[Path]:
+    """Write the student version of every notebook in src_dir into out_dir; returns the paths written."""
+    from miniclip.fileio import atomic_write_text
+
+    src_dir, out_dir = Path(src_dir), Path(out_dir)
+    notebooks = sorted(src_dir.glob("*.ipynb"))
+    if not notebooks:
+        raise FileNotFoundError(f"no .ipynb files in {src_dir}")
+    written = []
+    for path in notebooks:
+        try:
+            nb = student_notebook(json.loads(path.read_text(encoding="utf-8")))
+        except ValueError as e:
+            raise ValueError(f"{path}: {e}") from e
+        target = out_dir / path.name
+        atomic_write_text(target, json.dumps(nb, indent=1, ensure_ascii=False) + "\n")
+        written.append(target)
+    return written
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m miniclip.exercises", description="Build student notebooks.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    b = sub.add_parser("build", help="write student notebooks with the solutions cut out")
+    b.add_argument("src", help="folder of solution notebooks")
+    b.add_argument("--out", required=True, help="folder for the student notebooks")
+    args = parser.parse_args(argv)
+    for path in build(args.src, args.out):
+        print(path)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

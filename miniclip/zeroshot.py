@@ -1,0 +1,160 @@
+"""Zero-shot classification: turn class names into a classifier by writing them into captions.
+
+    classifier = zeroshot_classifier(model, tokenizer, ["red circle", "blue star"], SHAPES_TEMPLATES)   # [D, K]
+    logits = zeroshot_logits(model, images, classifier)                                               # [B, K]
+    evaluate_zeroshot(model, tokenizer, images, labels, classnames, SHAPES_TEMPLATES)   # {"top1", "top5", ...}
+
+Each class becomes the mean of its (unit-length) text features over several templates, renormalised: the
+paper's "prompt ensembling". An image is assigned the class whose caption it matches best.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from miniclip.evaluate import encode_images, encode_texts, eval_mode, model_device, prepare_images
+
+# Templates for the captioned shapes world: the captions it is trained on are "a red circle", "a photo of a ...".
+SHAPES_TEMPLATES = [
+    "a photo of a {}.",
+    "a {}.",
+    "a drawing of a {}.",
+    "a picture of a {}.",
+    "an image of a {}.",
+    "a photo of one {}.",
+]
+SIMPLE_TEMPLATE = "a photo of a {}."
+
+# OpenAI's class names and 18 prompt templates for CIFAR-10 (openai/CLIP, data/prompts.md).
+CIFAR10_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
+CIFAR10_TEMPLATES = [
+    "a photo of a {}.",
+    "a blurry photo of a {}.",
+    "a black and white photo of a {}.",
+    "a low contrast photo of a {}.",
+    "a high contrast photo of a {}.",
+    "a bad photo of a {}.",
+    "a good photo of a {}.",
+    "a photo of a small {}.",
+    "a photo of a big {}.",
+    "a photo of the {}.",
+    "a blurry photo of the {}.",
+    "a black and white photo of the {}.",
+    "a low contrast photo of the {}.",
+    "a high contrast photo of the {}.",
+    "a bad photo of the {}.",
+    "a good photo of the {}.",
+    "a photo of the small {}.",
+    "a photo of the big {}.",
+]
+
+
+@torch.no_grad()
+def zeroshot_classifier(model, tokenizer, classnames: list[str], templates: list[str] | str = SIMPLE_TEMPLATE,
+                        device=None) -> torch.Tensor:
+    """K class names x T templates -> classifier [D, K] with unit-length columns (on `device`, default the model's).
+
+    Column k: encode every template filled with class k, normalise each, average over the templates, renormalise.
+    """
+    if isinstance(templates, str):
+        templates = [templates]
+    if not classnames or not templates:
+        raise ValueError("zeroshot_classifier needs at least one class name and one template")
+    texts = [template.format(name) for name in classnames for template in templates]  # K * T captions
+    features = encode_texts(model, tokenizer, texts, device=device)  # [K * T, D], each unit length
+    features = features.view(len(classnames), len(templates), -1).mean(dim=1)  # [K, D]: the template ensemble
+    return F.normalize(features, dim=-1).t().contiguous()  # [D, K]
+
+
+@torch.no_grad()
+def zeroshot_logits(model, images, classifier: torch.Tensor) -> torch.Tensor:
+    """images [B, 3, H, W] (normalised) or uint8 [B, S, S, 3], classifier [D, K] -> logits [B, K] = scale * cosines.
+
+    One batch: for many images use encode_images (batched) and `model.scale() * features @ classifier`.
+    """
+    device = model_device(model)
+    with eval_mode(model):
+        x = prepare_images(images, model.config.image_size, device, next(model.parameters()).dtype)
+        features = F.normalize(model.encode_image(x).float(), dim=-1)  # [B, D]
+        return model.scale().float() * features @ classifier.to(device, torch.float32)
+
+
+def zeroshot_predict(model, images, classifier: torch.Tensor) -> torch.Tensor:
+    """images (as for zeroshot_logits), classifier [D, K] -> predicted class indices, LongTensor [B].
+
+    For probabilities use zeroshot_logits(...).softmax(dim=-1).
+    """
+    return zeroshot_logits(model, images, classifier).argmax(dim=-1)
+
+
+def accuracy(logits: torch.Tensor, labels, topk=(1, 5)) -> dict:
+    """logits [N, K], labels int64 [N] -> {"top1": fraction in 0..1, "top5": ...}; top-k only when K >= k.
+
+    A prediction counts for top-k when the true class is among the k highest logits (ties: the lower index wins).
+    """
+    labels = torch.as_tensor(labels, device=logits.device).long()
+    n, k_classes = logits.shape
+    ks = [k for k in topk if k <= k_classes]
+    if not ks:
+        return {}
+    top = logits.sort(dim=1, descending=True, stable=True).indices[:, :max(ks)]  # [N, max k], best first
+    hit = top == labels[:, None]  # [N, max k]
+    return {f"top{k}": (int(hit[:, :k].any(dim=1).sum()) / n if n else float("nan")) for k in ks}
+
+
+@torch.no_grad()
+def evaluate_zeroshot(model, tokenizer, images, labels, classnames: list[str], templates: list[str] | str = SIMPLE_TEMPLATE,
+                      batch_size: int = 256, device=None) -> dict:
+    """Zero-shot accuracy of `model` on labelled images.
+
+    images: normalised float tensor [N, 3, H, W] or uint8 [N, S, S, 3] (normalised with CLIP_MEAN / CLIP_STD,
+            resized to the model's image size when needed); labels: int [N] indices into classnames.
+    Returns {"top1": 0..1, "top5": 0..1 (when K >= 5), "confusion": LongTensor [K, K] (rows = true class,
+    columns = predicted), "per_class": FloatTensor [K] (recall of each class, nan when absent),
+    "predictions": LongTensor [N], "num_images": N}.
+    """
+    classifier = zeroshot_classifier(model, tokenizer, classnames, templates, device=device)  # [D, K]
+    features = encode_images(model, images, batch_size=batch_size, device=device)  # [N, D]
+    logits = (model.scale().float() * features @ classifier.to(features.device)).cpu()  # [N, K]
+    labels = torch.as_tensor(labels).cpu().long()
+    K = len(classnames)
+    if len(labels) != len(logits):
+        raise ValueError(f"{len(logits)} images but {len(labels)} labels")
+    if len(labels) and (labels.min() < 0 or labels.max() >= K):
+        raise ValueError(f"labels must be class indices in 0..{K - 1}")
+    predictions = logits.argmax(dim=1)
+    confusion = torch.bincount(labels * K + predictions, minlength=K * K).view(K, K)
+    per_class = confusion.diag().float() / confusion.sum(dim=1).float()  # 0 / 0 = nan for absent classes
+    return {**accuracy(logits, labels), "confusion": confusion, "per_class": per_class,
+            "predictions": predictions, "num_images": len(labels)}
+
+
+def load_cifar10(root, train: bool = False, download: bool = False):
+    """CIFAR-10 through torchvision -> (images uint8 [N, 32, 32, 3] numpy, labels int64 [N] numpy).
+
+    root: the folder that holds (or will hold) cifar-10-batches-py/. The test split has 10,000 images, the train
+    split 50,000; class i is CIFAR10_CLASSES[i]. The model's encoders resize the 32 px images to their own size.
+    CIFAR's official "python version" is a set of pickles; torchvision unpickles them after checking their md5
+    sums, so only the genuine files load. Downloading needs the internet (163 MB).
+    """
+    folder = Path(root) / "cifar-10-batches-py"
+    advice = "run this in Colab, or pass download=True on a machine with internet access (163 MB)"
+    if not download and not folder.is_dir():
+        raise FileNotFoundError(f"CIFAR-10 not found: there is no {folder}. To get it, {advice}.")
+    from torchvision.datasets import CIFAR10  # imported here: torchvision is slow to import, and only needed here
+    try:
+        dataset = CIFAR10(root=str(root), train=train, download=download)
+    except RuntimeError as e:  # torchvision: "Dataset not found or corrupted"
+        raise RuntimeError(f"CIFAR-10 under {folder} is incomplete or corrupted ({e}). Delete it and {advice}.") from e
+    except OSError as e:  # no network: urllib's URLError is an OSError
+        raise RuntimeError(f"could not download CIFAR-10 ({e}): is this machine offline? Run this in Colab, or on a "
+                           f"machine with internet access, or copy cifar-10-batches-py/ into {root}.") from e
+    images = np.ascontiguousarray(dataset.data, dtype=np.uint8)  # [N, 32, 32, 3]
+    labels = np.asarray(dataset.targets, dtype=np.int64)
+    if list(dataset.classes) != CIFAR10_CLASSES:
+        raise RuntimeError(f"unexpected CIFAR-10 class names {dataset.classes}; expected {CIFAR10_CLASSES}")
+    return images, labels
+

@@ -1,0 +1,154 @@
+"""miniclip <-> transformers.CLIPModel: same embeddings both ways, and an export that transformers' tools load."""
+import math
+
+import numpy as np
+import pytest
+import torch
+
+transformers = pytest.importorskip("transformers")
+from PIL import Image  # noqa: E402
+
+from miniclip import CLIPConfig, MiniCLIP, Tokenizer  # noqa: E402
+from miniclip.hf import ImageTransform, from_transformers, to_transformers  # noqa: E402
+
+CAPTIONS = ["a photo of a red circle", "two blue squares", "a photo of a cat", "a photo of a dog",
+            "a green star to the left of a yellow triangle", "a small bird on a branch"] * 10
+LABELS = ["cat", "dog", "bird", "red circle"]
+TEMPLATE = "a photo of a {}."
+
+
+def small_config(**kw):
+    return CLIPConfig.preset("coco-small", vision_width=64, vision_layers=2, text_width=64, text_layers=2, embed_dim=32,
+                             vocab_size=300, image_size=32, patch_size=8, context_length=16, **kw)
+
+
+@torch.no_grad()
+def jiggle(model, seed=0):
+    """Random weights everywhere: initialisation leaves biases at 0 and LayerNorms at 1, which hides mix-ups."""
+    g = torch.Generator().manual_seed(seed)
+    for p in model.parameters():
+        p.add_(0.05 * torch.randn(p.shape, generator=g))
+    return model.eval()
+
+
+def features(out):
+    """get_*_features returns a tensor in transformers 4 and an output object in transformers 5."""
+    return out if isinstance(out, torch.Tensor) else out.pooler_output
+
+
+def text_tokens(vocab_size, end_id, pad_id, batch=4, length=16, seed=0):
+    """Random captions [batch, length]: ids below `end_id`'s range, then the end token, then padding."""
+    g = torch.Generator().manual_seed(seed)
+    tokens = torch.randint(4, vocab_size - 1, (batch, length), generator=g)
+    for row, end in zip(tokens, torch.randint(2, length, (batch,), generator=g)):
+        row[end], row[end + 1:] = end_id, pad_id
+    return tokens
+
+
+def assert_same_function(model, hf_model, tokens):
+    images = torch.randn(3, 3, model.config.image_size, model.config.image_size, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        torch.testing.assert_close(model.encode_image(images), features(hf_model.get_image_features(pixel_values=images)),
+                                   atol=1e-5, rtol=0)
+        torch.testing.assert_close(model.encode_text(tokens), features(hf_model.get_text_features(input_ids=tokens)),
+                                   atol=1e-5, rtol=0)
+        torch.testing.assert_close(model(images, tokens)[0],
+                                   hf_model(input_ids=tokens, pixel_values=images).logits_per_image, atol=1e-4, rtol=0)
+
+
+@pytest.fixture(scope="module")
+def tok():
+    return Tokenizer.train(CAPTIONS, vocab_size=300, context_length=16)
+
+
+@pytest.mark.parametrize("activation", ["gelu", "quick_gelu"])
+def test_export_matches_transformers(tmp_path, tok, activation):
+    model = jiggle(MiniCLIP(small_config(activation=activation)))
+    to_transformers(model, tok, tmp_path)
+    hf_model = transformers.CLIPModel.from_pretrained(tmp_path).eval()
+    assert hf_model.config.text_config.hidden_act == hf_model.config.vision_config.hidden_act == activation
+    assert hf_model.config.text_config.eos_token_id == tok.end_id == 3
+    assert_same_function(model, hf_model, text_tokens(300, tok.end_id, tok.pad_id))
+    # the processor tokenizes as miniclip does
+    processor = transformers.AutoProcessor.from_pretrained(tmp_path)
+    ids = processor.tokenizer(CAPTIONS[:3], padding="max_length", truncation=True, max_length=16, return_tensors="pt")
+    assert torch.equal(ids["input_ids"], tok.encode(CAPTIONS[:3]))
+
+
+def hf_clip(activation, eos_token_id, vocab_size=300):
+    common = dict(hidden_act=activation, projection_dim=32)
+    cfg = transformers.CLIPConfig(
+        text_config=dict(vocab_size=vocab_size, hidden_size=64, intermediate_size=256, num_hidden_layers=2,
+                         num_attention_heads=4, max_position_embeddings=16, eos_token_id=eos_token_id,
+                         bos_token_id=vocab_size - 2, pad_token_id=1, **common),
+        vision_config=dict(image_size=32, patch_size=8, hidden_size=48, intermediate_size=192, num_hidden_layers=2,
+                           num_attention_heads=4, **common),
+        projection_dim=32,
+    )
+    torch.manual_seed(0)
+    return jiggle(transformers.CLIPModel(cfg))
+
+
+@pytest.mark.parametrize("activation", ["gelu", "quick_gelu"])
+def test_import_matches_transformers(activation):
+    hf_model = hf_clip(activation, eos_token_id=5)
+    model, tokenizer = from_transformers(hf_model)
+    assert tokenizer is None and model.config.eot_token_id == 5 and model.config.activation == activation
+    assert_same_function(model, hf_model, text_tokens(300, end_id=5, pad_id=1))
+
+
+def test_import_legacy_eos_2_pools_at_the_first_end_token():
+    """OpenAI's configs say eos_token_id 2 (transformers then pools at the highest id); their real end token is the
+    highest id and also the padding, so miniclip's first-end-token pooling must read the same position."""
+    hf_model = hf_clip("quick_gelu", eos_token_id=2)
+    model, _ = from_transformers(hf_model)
+    assert model.config.eot_token_id == 299
+    assert_same_function(model, hf_model, text_tokens(300, end_id=299, pad_id=299))
+
+
+def test_round_trip_through_a_directory(tmp_path, tok):
+    model = jiggle(MiniCLIP(small_config()))
+    with torch.no_grad():
+        model.logit_scale.fill_(7.0)  # above the clamp: the export carries the scale miniclip uses, ln 100
+    to_transformers(model, tok, tmp_path)
+    assert transformers.CLIPModel.from_pretrained(tmp_path).logit_scale.item() == pytest.approx(math.log(100))
+    model2, tok2 = from_transformers(tmp_path)
+    assert model2.config == CLIPConfig.from_dict({**model.config.to_dict(), "init_logit_scale": math.log(100)})
+    for name, tensor in model.state_dict().items():
+        expected = tensor.clamp(max=math.log(100)) if name == "logit_scale" else tensor
+        assert torch.equal(model2.state_dict()[name], expected), name
+    assert torch.equal(tok2.encode(CAPTIONS[:4]), tok.encode(CAPTIONS[:4]))
+    assert tok2.decode(tok2.encode(["A photo of a cat"])) == ["a photo of a cat"]
+    assert (tok2.context_length, tok2.end_id, tok2.pad_id, tok2.vocab_size) == (16, 3, 0, tok.vocab_size)
+    assert tok2.image_transform == ImageTransform(32)
+
+
+def test_pipeline_ranks_labels_as_miniclip(tmp_path, tok):
+    model = jiggle(MiniCLIP(small_config()), seed=1)
+    to_transformers(model, tok, tmp_path)
+    classify = transformers.pipeline("zero-shot-image-classification", model=str(tmp_path))
+    rng = np.random.default_rng(0)
+    for size in (32, 48):  # the model's size, and one the processor must resize (bicubic) first
+        image = Image.fromarray(rng.integers(0, 256, (size, size, 3), dtype=np.uint8))
+        got = classify(image, candidate_labels=LABELS, hypothesis_template=TEMPLATE)
+        with torch.no_grad():
+            logits, _ = model(ImageTransform(32)(image), tok.encode([TEMPLATE.format(label) for label in LABELS]))
+        probs = logits.softmax(dim=-1)[0]
+        expected = sorted(zip(probs.tolist(), LABELS), reverse=True)
+        assert [r["label"] for r in got] == [label for _, label in expected]
+        if size == 32:  # same pixels on both sides
+            np.testing.assert_allclose([r["score"] for r in got], [p for p, _ in expected], atol=1e-5)
+
+
+def test_image_transform_matches_the_exported_processor(tmp_path, tok):
+    to_transformers(MiniCLIP(small_config()), tok, tmp_path)
+    processor = transformers.AutoImageProcessor.from_pretrained(tmp_path)
+    image = Image.fromarray(np.random.default_rng(0).integers(0, 256, (32, 32, 3), dtype=np.uint8))
+    torch.testing.assert_close(ImageTransform(32)(image), processor(images=[image], return_tensors="pt")["pixel_values"],
+                               atol=1e-5, rtol=0)
+
+
+def test_a_conv_stem_is_refused_with_a_way_out(tmp_path, tok):
+    with pytest.raises(ValueError, match=r"(?s)convolutional stem.*no equivalent.*without a stem"):
+        to_transformers(MiniCLIP(CLIPConfig.preset("shapes-tiny", vocab_size=300, context_length=16)), tok, tmp_path)
+    assert not any(tmp_path.iterdir())  # refused before writing anything

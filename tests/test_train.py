@@ -1,0 +1,157 @@
+import json
+import math
+import os
+import socket
+
+import pytest
+import torch
+
+import miniclip
+from miniclip.train import TrainConfig, swap_relation, train
+
+SMALL = dict(preset="shapes-tiny", steps=12, batch_size=32, num_images=400, warmup_steps=3, log_every=2,
+             eval_every=0, checkpoint_every=4)
+
+
+def no_eval(model, tokenizer):
+    return {}
+
+
+def test_swap_relation():
+    assert swap_relation("a red circle to the left of a blue star") == "a blue star to the left of a red circle"
+    assert swap_relation("a photo of a red circle above a blue star") == "a photo of a blue star above a red circle"
+    assert swap_relation("two blue squares") is None
+
+
+def test_lr_schedule_warmup_then_cosine():
+    from miniclip.train import lr_at
+
+    cfg = TrainConfig(lr=1.0, warmup_steps=10, steps=110)
+    assert lr_at(0, cfg) == pytest.approx(0.1) and lr_at(9, cfg) == pytest.approx(1.0)
+    assert lr_at(60, cfg) == pytest.approx(0.5) and lr_at(110, cfg) == pytest.approx(0.0, abs=1e-12)
+
+
+def test_param_groups_decay_only_matrices():
+    from miniclip.train import param_groups
+
+    model = miniclip.MiniCLIP(miniclip.CLIPConfig.preset("shapes-tiny"))
+    names = {id(p): n for n, p in model.named_parameters()}
+    for g in param_groups(model, 0.1, 0.1):
+        for p in g["params"]:
+            n = names[id(p)]
+            decayed = g["weight_decay"] > 0
+            assert decayed == (p.ndim >= 2 and "embedding" not in n), n
+            assert g["lr_scale"] == (0.1 if n.startswith("text.") else 1.0), n
+
+
+def test_run_directory_and_history(tmp_path):
+    result = train(TrainConfig(**SMALL), out=tmp_path / "run", eval_fn=lambda m, t: {"zeroshot_top1": 0.5}, progress=False)
+    names = {p.name for p in (tmp_path / "run").iterdir()}
+    assert {"model.safetensors", "config.json", "tokenizer.json", "train_state.safetensors", "run.json",
+            "metrics.jsonl", "history.png"} <= names
+    rows = [json.loads(l) for l in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert rows == result.history
+    losses = [r["loss"] for r in rows if "loss" in r]
+    assert len(losses) == 6 and all(math.isfinite(l) for l in losses)
+    assert rows[-1] == {"step": 12, "val_zeroshot_top1": 0.5}
+    model, tok = miniclip.load(tmp_path / "run")
+    assert tok.vocab_size <= model.config.vocab_size
+
+
+def test_resume_reaches_the_same_weights_bit_for_bit(tmp_path):
+    full = train(TrainConfig(**SMALL), out=tmp_path / "a", eval_fn=no_eval, progress=False)
+
+    calls = {"n": 0}
+
+    def interrupt_at_step_6(model, tokenizer):  # eval runs every 3 steps; the 2nd call is at step 6
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise KeyboardInterrupt
+        return {}
+
+    with pytest.raises(KeyboardInterrupt):
+        train(TrainConfig(**{**SMALL, "eval_every": 3}), out=tmp_path / "b", eval_fn=interrupt_at_step_6, progress=False)
+    assert json.loads((tmp_path / "b" / "metrics.jsonl").read_text().splitlines()[-1])["step"] == 6
+    resumed = train(TrainConfig(**SMALL), out=tmp_path / "b", eval_fn=no_eval, resume=True, progress=False)
+    for (name, a), (_, b) in zip(full.model.state_dict().items(), resumed.model.state_dict().items()):
+        assert torch.equal(a, b), name
+    assert [r["loss"] for r in full.history if "loss" in r] == [r["loss"] for r in resumed.history if "loss" in r]
+
+
+def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path):
+    def poison(model, tokenizer):
+        with torch.no_grad():
+            model.text.positional_embedding.fill_(float("nan"))
+        return {}
+
+    with pytest.raises(FloatingPointError, match="step 8.*last good checkpoint.*--resume"):
+        train(TrainConfig(**{**SMALL, "eval_every": 8}), out=tmp_path, eval_fn=poison, progress=False)
+    model, _ = miniclip.load(tmp_path)
+    assert all(torch.isfinite(p).all() for p in model.parameters())
+    assert json.loads(open(tmp_path / "run.json").read())["steps"] == 12
+
+
+def test_hard_negatives_train(tmp_path):
+    result = train(TrainConfig(**{**SMALL, "hard_negatives": True, "steps": 4, "checkpoint_every": 0}),
+                   eval_fn=no_eval, progress=False)
+    assert all(math.isfinite(r["loss"]) for r in result.history if "loss" in r)
+
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _ddp_worker(rank, world, port, path):
+    import torch.distributed as dist
+
+    from miniclip.train import _Features, train_step
+    from safetensors.torch import save_file
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    dist.init_process_group("gloo", rank=rank, world_size=world)
+    torch.manual_seed(0)
+    model = miniclip.MiniCLIP(miniclip.CLIPConfig.preset("shapes-tiny"))
+    net = torch.nn.parallel.DistributedDataParallel(_Features(model))
+    images, tokens, negatives = _ddp_batch()
+    n = images.shape[0] // world
+    sl = slice(rank * n, (rank + 1) * n)
+    loss = train_step(net, images[sl], tokens[sl], negatives[rank:rank + 1])
+    loss.backward()
+    losses = [torch.zeros(()) for _ in range(world)]
+    dist.all_gather(losses, loss.detach())
+    if rank == 0:
+        grads = {k: p.grad for k, p in model.named_parameters()}
+        save_file({"loss": torch.stack(losses).mean(), **grads}, path)
+    dist.destroy_process_group()
+
+
+def _ddp_batch():
+    g = torch.Generator().manual_seed(1)
+    images = torch.randn(8, 3, 32, 32, generator=g)
+    tokens = torch.randint(4, 300, (8, 32), generator=g)
+    tokens[:, 10], tokens[:, 11:] = 3, 0
+    negatives = torch.randint(4, 300, (2, 32), generator=g)
+    negatives[:, 12], negatives[:, 13:] = 3, 0
+    return images, tokens, negatives
+
+
+def test_ddp_equals_one_process_on_the_concatenated_batch(tmp_path):
+    import torch.multiprocessing as mp
+    from safetensors.torch import load_file
+
+    from miniclip.train import _Features, train_step
+
+    path = str(tmp_path / "ddp.safetensors")
+    mp.spawn(_ddp_worker, args=(2, _free_port(), path), nprocs=2, join=True)
+    ddp = load_file(path)
+
+    torch.manual_seed(0)
+    model = miniclip.MiniCLIP(miniclip.CLIPConfig.preset("shapes-tiny"))
+    images, tokens, negatives = _ddp_batch()
+    loss = train_step(_Features(model), images, tokens, negatives)
+    loss.backward()
+    torch.testing.assert_close(ddp["loss"], loss.detach(), rtol=1e-5, atol=1e-6)
+    for k, p in model.named_parameters():
+        torch.testing.assert_close(ddp[k], p.grad, rtol=1e-4, atol=1e-6, msg=k)
