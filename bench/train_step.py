@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import importlib.util
 import json
 import os
 import resource
@@ -156,7 +157,9 @@ def main():
         print(json.dumps(child(args)))
         return
 
-    models = args.models.split(",")
+    models = [name for name in args.models.split(",") if importlib.util.find_spec(LIBRARY[name].split(".")[0])]
+    for name in sorted(set(args.models.split(",")) - set(models)):
+        print(f"skipping {name}: not installed (pip install -e '.[bench]')")
     print(f"config: {CONFIG}\nbatch {args.batch_size}, {args.steps} timed steps after {args.warmup}, "
           f"{args.threads} threads, {args.device}, {args.rounds} rounds, fp32")
     runs = {name: [] for name in models}
@@ -171,14 +174,19 @@ def main():
             print(f"  round {r + 1} {name:12s} {runs[name][-1]['pairs_per_s']:7.1f} pairs/s  "
                   f"peak +{runs[name][-1]['peak_mib']:.0f} MiB", flush=True)
 
-    median = {name: {k: statistics.median(run[k] for run in runs[name]) for k in ("pairs_per_s", "peak_mib")}
-              for name in models}
-    memory = "peak CUDA MiB" if args.device.startswith("cuda") else "peak RSS +MiB"
-    print(f"\n| model | parameters | pairs/s (median) | miniclip / this | {memory} |\n| --- | --- | --- | --- | --- |")
+    speed = {name: [run["pairs_per_s"] for run in runs[name]] for name in models}
+    median = {name: statistics.median(speed[name]) for name in models}
+    peak = {name: statistics.median(run["peak_mib"] for run in runs[name]) for name in models}
+    memory = "peak CUDA +MiB" if args.device.startswith("cuda") else "peak RSS +MiB"
+    print(f"\n| model | parameters | pairs/s median (best) | miniclip / this, median (best) | {memory} |")
+    print("| --- | --- | --- | --- | --- |")
     for name in models:
-        m = median[name]
-        ratio = median["miniclip"]["pairs_per_s"] / m["pairs_per_s"] if "miniclip" in median else float("nan")
-        print(f"| {name} | {runs[name][0]['params'] / 1e6:.2f}M | {m['pairs_per_s']:.1f} | {ratio:.2f}x | {m['peak_mib']:.0f} |")
+        ours = name if "miniclip" not in models else "miniclip"
+        print(f"| {name} | {runs[name][0]['params'] / 1e6:.2f}M | {median[name]:.1f} ({max(speed[name]):.1f}) | "
+              f"{median[ours] / median[name]:.2f}x ({max(speed[ours]) / max(speed[name]):.2f}x) | {peak[name]:.0f} |")
+    if hasattr(os, "getloadavg") and os.getloadavg()[0] > (os.cpu_count() or 1):
+        print(f"warning: load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores: other processes took "
+              "CPU time, so these numbers are noisy (the best runs are the least disturbed)")
 
 
 if __name__ == "__main__":

@@ -125,3 +125,304 @@ def check_similarity(fn: Callable) -> CheckResult:
     result = _diagnose("similarity", fn, ref, mistakes, inputs)
     print(result)
     return result
+
+
+def check_template_ensemble(fn: Callable, model=None, tokenizer=None) -> CheckResult:
+    """fn(text_features [K, T, D]) -> classifier [D, K]: prompt ensembling (lesson 05).
+
+    text_features are the raw (unnormalised) text features of K classes x T templates. Normalise each, average
+    over the templates, renormalise, and return one unit-length column per class. With a model and its tokenizer
+    the check also feeds fn the model's own features and compares with miniclip.zeroshot.zeroshot_classifier.
+    """
+
+    def ref(x):
+        return F.normalize(F.normalize(x, dim=-1).mean(dim=1), dim=-1).t()
+
+    g = torch.Generator().manual_seed(2)
+    inputs = [(torch.randn(K, T, D, generator=g) * (0.2 + 5 * torch.rand(K, T, 1, generator=g)),)
+              for K, T, D in ((3, 4, 8), (5, 2, 6), (2, 1, 4))]
+    mistakes = {
+        "you normalised along the wrong axis: each caption's feature *vector* must have length 1 (dim=-1, over D)":
+            lambda x: F.normalize(F.normalize(x, dim=1).mean(dim=1), dim=-1).t(),
+        "you normalised along the wrong axis: each caption's feature *vector* (dim=-1) must have length 1":
+            lambda x: F.normalize(F.normalize(x, dim=0).mean(dim=1), dim=-1).t(),
+        "you renormalised along the wrong axis: each class's mean [D] must have length 1 (dim=-1 of [K, D])":
+            lambda x: F.normalize(F.normalize(x, dim=-1).mean(dim=1), dim=0).t(),
+        "you forgot to renormalise after averaging (a mean of unit vectors is shorter than 1)":
+            lambda x: F.normalize(x, dim=-1).mean(dim=1).t(),
+        "you did not normalise each template's feature before averaging (long features then outweigh short ones)":
+            lambda x: F.normalize(x.mean(dim=1), dim=-1).t(),
+        "you returned [K, D]; the classifier is [D, K], one column per class (transpose it)":
+            lambda x: ref(x).t(),
+    }
+    result = _diagnose("template_ensemble", fn, ref, mistakes, inputs)
+    if result and model is not None and tokenizer is not None:
+        from miniclip.evaluate import model_device
+        from miniclip.zeroshot import SHAPES_TEMPLATES, zeroshot_classifier
+
+        classnames, templates = ["red circle", "blue star", "green heart"], SHAPES_TEMPLATES[:3]
+        tokens = tokenizer.encode([t.format(c) for c in classnames for t in templates]).to(model_device(model))
+        was_training = model.training
+        model.eval()
+        with torch.no_grad():
+            raw = model.encode_text(tokens).float().view(len(classnames), len(templates), -1).cpu()  # [K, T, D]
+        model.train(was_training)
+        expected = zeroshot_classifier(model, tokenizer, classnames, templates).cpu()
+        same = cmp("template_ensemble", fn(raw), expected, atol=1e-4, rtol=1e-3, verbose=False)
+        if not same:
+            result = CheckResult("template_ensemble", "wrong", same.max_diff,
+                                 f"on the model's features it differs from zeroshot_classifier ({same.hint})")
+    print(result)
+    return result
+
+
+def check_retrieval_recall(fn: Callable) -> CheckResult:
+    """fn(similarity [N_img, C], caption_image int64 [C], k) -> (image->text, text->image) recall@k in percent.
+
+    Lesson 06. caption_image[c] is the image of caption c; an image may have several captions (every image here
+    has at least one). Image -> text: a hit when ANY of the image's captions is among its k best captions.
+    Text -> image: a hit when the caption's own image is among its k best images. Compared with
+    miniclip.evaluate.retrieval_metrics.
+    """
+    from miniclip.evaluate import retrieval_metrics
+
+    def ref(sim, caption_image, k):
+        m = retrieval_metrics(sim, caption_image, ks=(k,))
+        return torch.tensor([m[f"i2t_r{k}"], m[f"t2i_r{k}"]])
+
+    def first_caption_only(sim, caption_image, k):
+        n_img = sim.shape[0]
+        first = torch.tensor([int((caption_image == i).nonzero()[0]) for i in range(n_img)])
+        rank = (sim > sim.gather(1, first[:, None])).sum(dim=1)  # [N_img]
+        return torch.tensor([100.0 * (rank < k).float().mean().item(), ref(sim, caption_image, k)[1].item()])
+
+    g = torch.Generator().manual_seed(3)
+    inputs = []
+    for n_img, per_image, k in ((6, (1, 3, 2, 2, 3, 1), 2), (10, (2,) * 10, 3), (8, (1,) * 8, 1)):
+        caption_image = torch.repeat_interleave(torch.arange(n_img), torch.tensor(per_image))  # [C]
+        truth = F.one_hot(caption_image, n_img).t().float()  # [N_img, C]
+        inputs.append((torch.randn(n_img, len(caption_image), generator=g) + 1.2 * truth, caption_image, k))
+    mistakes = {
+        "the two directions are swapped: return (image->text, text->image)":
+            lambda s, c, k: ref(s, c, k).flip(0),
+        "you returned fractions; recall@k here is in percent (multiply by 100)":
+            lambda s, c, k: ref(s, c, k) / 100,
+        "image->text counts only the image's first caption; a hit is ANY of its captions among the k best":
+            first_caption_only,
+        "your ranks are off by one (with 0-based ranks a hit is rank < k, not rank <= k): that is recall@(k+1)":
+            lambda s, c, k: ref(s, c, k + 1),
+    }
+    result = _diagnose("retrieval_recall", lambda s, c, k: _as_pair(fn(s, c, k)), ref, mistakes, inputs)
+    print(result)
+    return result
+
+
+def _as_pair(value):
+    """(i2t, t2i) as two numbers, two 0-d tensors or a tensor [2] -> a float tensor [2] (None stays None)."""
+    if value is None:
+        return None
+    if isinstance(value, dict):
+        raise TypeError("return a pair (image->text, text->image), not a dict")
+    return torch.stack([torch.as_tensor(v, dtype=torch.float32).reshape(()) for v in value])
+
+
+def check_siglip_loss(fn: Callable) -> CheckResult:
+    """fn(logits [N, N], t, b) -> scalar: SigLIP's pairwise sigmoid loss (Zhai et al., 2023; lesson 08).
+
+    logits are the cosine similarities of N images (rows) and N texts (columns); the pair (i, j) gets the
+    logit z = t * logits[i, j] + b and the label +1 when i == j (a match), -1 otherwise; its loss is
+    -log sigmoid(label * z). The loss sums over each image's N texts and averages over the N images.
+    Every pair is its own binary question: no softmax over the batch, so no all-gather of the whole batch.
+    """
+    from miniclip.loss import clip_loss
+
+    def labels(cos):
+        return 2 * torch.eye(cos.shape[0]) - 1  # +1 on the diagonal, -1 elsewhere
+
+    def ref(cos, t, b):
+        return -F.logsigmoid(labels(cos) * (t * cos + b)).sum(dim=1).mean()
+
+    g = torch.Generator().manual_seed(4)
+    inputs = [(torch.tanh(torch.randn(n, n, generator=g) + 2 * torch.eye(n)), t, b)
+              for n, t, b in ((4, 10.0, -10.0), (7, 3.7, 0.5), (16, 1.0, -2.0))]
+    mistakes = {
+        "you averaged over all N x N pairs; sum over each image's texts, then average over the N images (divide by N)":
+            lambda c, t, b: -F.logsigmoid(labels(c) * (t * c + b)).mean(),
+        "the negatives' label is 0 inside logsigmoid(label * z); it must be -1 (a negative's loss is -log sigmoid(-z))":
+            lambda c, t, b: -F.logsigmoid(torch.eye(c.shape[0]) * (t * c + b)).sum(dim=1).mean(),
+        "the labels are flipped: +1 on the diagonal (the matching pairs), -1 elsewhere":
+            lambda c, t, b: -F.logsigmoid(-labels(c) * (t * c + b)).sum(dim=1).mean(),
+        "you forgot the bias b (z = t * cosine + b)":
+            lambda c, t, b: -F.logsigmoid(labels(c) * (t * c)).sum(dim=1).mean(),
+        "the bias is added before scaling: z = t * cosine + b, not t * (cosine + b)":
+            lambda c, t, b: -F.logsigmoid(labels(c) * (t * (c + b))).sum(dim=1).mean(),
+        "the sign is missing: the loss is -log sigmoid(...) (log sigmoid is negative)":
+            lambda c, t, b: F.logsigmoid(labels(c) * (t * c + b)).sum(dim=1).mean(),
+        "that is CLIP's softmax loss; SigLIP treats every pair as its own sigmoid (binary) question":
+            lambda c, t, b: clip_loss(t * c + b),
+    }
+    result = _diagnose("siglip_loss", fn, ref, mistakes, inputs)
+    print(result)
+    return result
+
+
+def check_to_context(fn: Callable, tokenizer) -> CheckResult:
+    """fn(ids, context_length, start_id, end_id, pad_id) -> the row of exactly context_length ids the text tower reads.
+
+    ids: a caption's BPE ids (no special tokens). Checked against what `tokenizer.encode` produces for the same
+    captions, and on short contexts: [start] + ids cut to fit + [end] + padding; truncation must keep <end>.
+    """
+    from miniclip.lessons import bpe_ids
+
+    L, s, e, p = tokenizer.context_length, tokenizer.start_id, tokenizer.end_id, tokenizer.pad_id
+    texts = ["a red circle", "", "two blue stars above a green heart",
+             " ".join(["a large purple triangle and a small orange cross"] * 8)]  # the last one must be cut
+    expected = {(tuple(bpe_ids(tokenizer, t)), L): tokenizer.encode(t)[0].tolist() for t in texts}
+    for ids, n in (((41, 42, 43, 44, 45, 46), 5), ((), 4), ((41, 42), 4), ((41, 42, 43), 4)):
+        row = [s] + list(ids)[: n - 2] + [e]
+        expected[(ids, n)] = row + [p] * (n - len(row))
+    inputs = [(list(ids), n, s, e, p) for ids, n in expected]
+
+    def ref(ids, n, s_, e_, p_):
+        return expected[(tuple(ids), n)]
+
+    def cut_after_end(ids, n, s_, e_, p_):
+        row = ([s_] + list(ids) + [e_])[:n]
+        return row + [p_] * (n - len(row))
+
+    def no_start(ids, n, s_, e_, p_):
+        row = list(ids)[: n - 1] + [e_]
+        return row + [p_] * (n - len(row))
+
+    def cut_one_short(ids, n, s_, e_, p_):
+        row = [s_] + list(ids)[: n - 3] + [e_]
+        return row + [p_] * (n - len(row))
+
+    mistakes = {
+        "you truncated after adding <end>: a long caption loses its end token, and the text tower reads its "
+        "feature at <end> (keep context_length - 2 caption ids, then add <end>)": cut_after_end,
+        "the row does not begin with <start>": no_start,
+        "you kept one caption id too few (room for the caption is context_length - 2)": cut_one_short,
+    }
+    result = _diagnose("to_context", fn, ref, mistakes, inputs)
+    print(result)
+    return result
+
+
+def check_block_parameters(fn: Callable) -> CheckResult:
+    """fn(width, mlp_ratio) -> the number of parameters of one Transformer block (miniclip.model.Block)."""
+    from miniclip.model import Block
+
+    def ref(w, r):
+        return sum(p.numel() for p in Block(w, 4, r, "gelu").parameters())
+
+    inputs = [(64, 4), (256, 4), (48, 2)]
+    mistakes = {
+        "you counted the weight matrices only (each Linear has a bias, each LayerNorm a weight and a bias)":
+            lambda w, r: (4 + 2 * r) * w * w,
+        "you forgot the biases of the Linear layers": lambda w, r: (4 + 2 * r) * w * w + 4 * w,
+        "you forgot the two LayerNorms (a weight and a bias of `width` each)": lambda w, r: (4 + 2 * r) * w * w + (5 + r) * w,
+        "the attention has four width x width maps: queries, keys, values (qkv) and the output projection":
+            lambda w, r: (3 + 2 * r) * w * w + (8 + r) * w,
+        "the MLP is width -> mlp_ratio * width -> width: two matrices of mlp_ratio * width^2":
+            lambda w, r: 6 * w * w + 10 * w,
+        "you wrote mlp_ratio = 4 into the formula; use the argument": lambda w, r: 12 * w * w + 13 * w,
+    }
+    result = _diagnose("block parameters", fn, ref, mistakes, inputs)
+    print(result)
+    return result
+
+
+def check_causal_mask(fn: Callable) -> CheckResult:
+    """fn(T) -> bool [T, T], True where query i may attend to key j: itself and the tokens before it (j <= i)."""
+
+    def ref(t):
+        return torch.ones(t, t).tril().bool()
+
+    mistakes = {
+        "it is transposed: row i (a query) must see the columns j <= i, the tokens before it, not after":
+            lambda t: torch.ones(t, t).triu().bool(),
+        "each token must also see itself (the diagonal is True)": lambda t: torch.ones(t, t).tril(-1).bool(),
+        "the mask is inverted: True should mean 'may attend'": lambda t: ~torch.ones(t, t).tril().bool(),
+    }
+    result = _diagnose("causal mask", fn, ref, mistakes, [(1,), (5,), (12,)])
+    print(result)
+    return result
+
+
+def check_lr_schedule(fn: Callable) -> CheckResult:
+    """fn(step, cfg) -> the learning rate at `step`: linear warmup to cfg.lr over cfg.warmup_steps, then cosine to 0
+    at cfg.steps (miniclip.train.lr_at). cfg has .lr, .warmup_steps and .steps."""
+    import math
+
+    from miniclip.train import TrainConfig, lr_at
+
+    def schedule(f):
+        return lambda cfg: torch.tensor([float(f(s, cfg)) for s in range(cfg.steps + 1)], dtype=torch.float64)
+
+    def cosine(cfg, s, start):
+        progress = min(1.0, (s - start) / max(1, cfg.steps - start))
+        return cfg.lr * 0.5 * (1 + math.cos(math.pi * progress))
+
+    inputs = [(TrainConfig(lr=4e-3, warmup_steps=10, steps=50),), (TrainConfig(lr=1e-3, warmup_steps=3, steps=20),)]
+    mistakes = {
+        "the warmup is one step late: at step 0 the rate is already lr / warmup_steps, reaching lr at step "
+        "warmup_steps - 1 (use step + 1)": lambda c: schedule(
+            lambda s, c: c.lr * s / c.warmup_steps if s < c.warmup_steps else cosine(c, s, c.warmup_steps))(c),
+        "the cosine should start after the warmup: progress = (step - warmup_steps) / (steps - warmup_steps)":
+            lambda c: schedule(lambda s, c: c.lr * (s + 1) / c.warmup_steps if s < c.warmup_steps else cosine(c, s, 0))(c),
+        "there is no warmup (the rate should climb linearly from lr / warmup_steps to lr first)":
+            lambda c: schedule(lambda s, c: cosine(c, s, 0))(c),
+        "the decay is linear; it should follow half a cosine, 0.5 * (1 + cos(pi * progress))": lambda c: schedule(
+            lambda s, c: c.lr * (s + 1) / c.warmup_steps if s < c.warmup_steps
+            else c.lr * (1 - min(1.0, (s - c.warmup_steps) / (c.steps - c.warmup_steps))))(c),
+    }
+    result = _diagnose("lr schedule", schedule(fn), schedule(lr_at), mistakes, inputs)
+    print(result)
+    return result
+
+
+def check_recall_at_k(fn: Callable) -> CheckResult:
+    """fn(similarity [N, N], k) -> image->text recall@k in percent: the share of images (rows) whose own caption
+    (column i of row i) is among the k highest-scoring columns (miniclip.evaluate.retrieval_metrics)."""
+    from miniclip.evaluate import retrieval_metrics
+
+    def ref(sim, k):
+        return retrieval_metrics(sim, torch.arange(len(sim)), ks=(k,))[f"i2t_r{k}"]
+
+    def t2i(sim, k):
+        return retrieval_metrics(sim, torch.arange(len(sim)), ks=(k,))[f"t2i_r{k}"]
+
+    g = torch.Generator().manual_seed(2)
+    inputs = []
+    for n, k in ((20, 1), (20, 5), (50, 10), (9, 3)):
+        sim = torch.randn(n, n, generator=g) + 1.5 * torch.eye(n) + torch.randn(n, 1, generator=g)  # rows differ in level
+        inputs.append((sim, k))
+    mistakes = {
+        "you ranked down the columns: that is text->image; image->text ranks the captions of each row (image)": t2i,
+        "the result should be in percent (0-100), not a fraction": lambda sim, k: ref(sim, k) / 100,
+        "off by one: the caption must be among the top k, not the top k + 1": lambda sim, k: ref(sim, k + 1),
+        "off by one: the caption must be among the top k, not the top k - 1":
+            lambda sim, k: ref(sim, k - 1) if k > 1 else 0.0,
+    }
+    result = _diagnose("recall@k", fn, ref, mistakes, inputs)
+    print(result)
+    return result
+
+
+def check_num_image_tokens(fn: Callable) -> CheckResult:
+    """fn(image_size, patch_size) -> the length of the token sequence of the image tower: one token per patch,
+    plus the class token (miniclip.CLIPConfig.num_patches + 1)."""
+    from miniclip.config import CLIPConfig
+
+    def ref(s, p):
+        return CLIPConfig(image_size=s, patch_size=p).num_patches + 1
+
+    mistakes = {
+        "you forgot the class token (token 0, whose output becomes the image feature)": lambda s, p: (s // p) ** 2,
+        "the patches form a grid: (image_size / patch_size) patches per side, squared": lambda s, p: s // p + 1,
+        "you counted pixels per patch; count patches (image_size / patch_size per side)": lambda s, p: p * p + 1,
+    }
+    result = _diagnose("image tokens", fn, ref, mistakes, [(32, 8), (64, 8), (128, 16), (224, 32)])
+    print(result)
+    return result

@@ -62,8 +62,10 @@ def _one_to_one_names(cfg: CLIPConfig) -> list[tuple[str, str]]:
         for i in range(getattr(cfg, layers)):
             a, b = f"{ours}.blocks.{i}", f"{theirs}.encoder.layers.{i}"
             names += [
-                *weight_and_bias(f"{a}.ln_1", f"{b}.layer_norm1"), *weight_and_bias(f"{a}.attn.out", f"{b}.self_attn.out_proj"),
-                *weight_and_bias(f"{a}.ln_2", f"{b}.layer_norm2"), *weight_and_bias(f"{a}.mlp.0", f"{b}.mlp.fc1"),
+                *weight_and_bias(f"{a}.ln_1", f"{b}.layer_norm1"),
+                *weight_and_bias(f"{a}.attn.out", f"{b}.self_attn.out_proj"),
+                *weight_and_bias(f"{a}.ln_2", f"{b}.layer_norm2"),
+                *weight_and_bias(f"{a}.mlp.0", f"{b}.mlp.fc1"),
                 *weight_and_bias(f"{a}.mlp.2", f"{b}.mlp.fc2"),
             ]
     return names
@@ -161,10 +163,12 @@ class TransformersTokenizer:
         return [s.strip() for s in self.hf.batch_decode(rows, skip_special_tokens=True)]
 
     def tokenize(self, text: str) -> list[str]:
+        """The pieces of one string, special tokens included, for looking at what the tokenizer does."""
         return self.hf.convert_ids_to_tokens(self.hf(text)["input_ids"])
 
     def __repr__(self):
-        return f"TransformersTokenizer({type(self.hf).__name__}, vocab_size={self.vocab_size}, context_length={self.context_length})"
+        return (f"TransformersTokenizer({type(self.hf).__name__}, vocab_size={self.vocab_size}, "
+                f"context_length={self.context_length})")
 
 
 def _transformers_tokenizer(tokenizer, context_length: int):
@@ -196,9 +200,10 @@ def transformers_config(cfg: CLIPConfig, logit_scale: float | None = None, pad_i
                          "'pool at the highest token id' (a legacy of OpenAI's tokenizer)")
     common = dict(hidden_act=cfg.activation, layer_norm_eps=1e-5, projection_dim=cfg.embed_dim)
     text = dict(
-        vocab_size=cfg.vocab_size, hidden_size=cfg.text_width, intermediate_size=cfg.mlp_ratio * cfg.text_width,
-        num_hidden_layers=cfg.text_layers, num_attention_heads=cfg.text_heads, max_position_embeddings=cfg.context_length,
-        pad_token_id=pad_id, bos_token_id=start_id, eos_token_id=cfg.eot_token_id, **common,
+        vocab_size=cfg.vocab_size, max_position_embeddings=cfg.context_length, hidden_size=cfg.text_width,
+        intermediate_size=cfg.mlp_ratio * cfg.text_width, num_hidden_layers=cfg.text_layers,
+        num_attention_heads=cfg.text_heads, pad_token_id=pad_id, bos_token_id=start_id, eos_token_id=cfg.eot_token_id,
+        **common,
     )
     vision = dict(
         image_size=cfg.image_size, patch_size=cfg.patch_size, hidden_size=cfg.vision_width, num_channels=3,
@@ -210,18 +215,21 @@ def transformers_config(cfg: CLIPConfig, logit_scale: float | None = None, pad_i
                                    logit_scale_init_value=float(scale))
 
 
-def to_transformers(model: MiniCLIP, tokenizer, out_dir) -> Path:
+def to_transformers(model: MiniCLIP, tokenizer: Tokenizer | TransformersTokenizer | None, out_dir) -> Path:
     """Write `model` and its tokenizer as a transformers CLIP directory; returns its path.
 
-    out_dir gets config.json and model.safetensors (transformers.CLIPModel), tokenizer files (with the context
-    length as model_max_length) and preprocessor_config.json (a CLIPImageProcessor that resizes and normalises
-    as ImageTransform does), so that AutoProcessor and pipeline("zero-shot-image-classification") load it.
+    out_dir gets config.json and model.safetensors (transformers.CLIPModel), the image processor (a
+    CLIPImageProcessor that resizes and normalises as ImageTransform does) and, given a tokenizer, the tokenizer
+    (the context length as model_max_length), so that AutoProcessor and pipeline("zero-shot-image-classification")
+    load it. A model with a convolutional stem (stem_channels) has no transformers equivalent: ValueError.
     """
     cfg, out_dir = model.config, Path(out_dir)
     if tokenizer is not None and tokenizer.end_id != cfg.eot_token_id:
-        raise ValueError(f"the tokenizer's end id ({tokenizer.end_id}) is not the model's eot_token_id ({cfg.eot_token_id})")
+        raise ValueError(f"the tokenizer's end id ({tokenizer.end_id}) is not the model's eot_token_id "
+                         f"({cfg.eot_token_id})")
     if tokenizer is not None and tokenizer.vocab_size > cfg.vocab_size:
-        raise ValueError(f"the tokenizer has {tokenizer.vocab_size} tokens but the model's vocab_size is {cfg.vocab_size}")
+        raise ValueError(f"the tokenizer has {tokenizer.vocab_size} tokens but the model's vocab_size is "
+                         f"{cfg.vocab_size}")
     logit_scale = min(max(model.logit_scale.item(), 0.0), cfg.max_logit_scale)
     ids = dict(pad_id=tokenizer.pad_id, start_id=tokenizer.start_id) if tokenizer is not None else {}
     hf_model = transformers.CLIPModel(transformers_config(cfg, logit_scale, **ids))
@@ -235,13 +243,18 @@ def to_transformers(model: MiniCLIP, tokenizer, out_dir) -> Path:
     image_processor = transformers.CLIPImageProcessor(
         size={"shortest_edge": cfg.image_size}, crop_size={"height": cfg.image_size, "width": cfg.image_size},
         do_resize=True, do_center_crop=True, resample=3,  # 3 = PIL.Image.BICUBIC
-        do_rescale=True, rescale_factor=1 / 255, do_normalize=True, image_mean=list(CLIP_MEAN), image_std=list(CLIP_STD),
+        do_rescale=True, rescale_factor=1 / 255, do_normalize=True,
+        image_mean=list(CLIP_MEAN), image_std=list(CLIP_STD),
     )
     if tokenizer is None:
         image_processor.save_pretrained(out_dir)
-    else:
-        transformers.CLIPProcessor(image_processor=image_processor,
-                                   tokenizer=_transformers_tokenizer(tokenizer, cfg.context_length)).save_pretrained(out_dir)
+        return out_dir
+    hf_tokenizer = _transformers_tokenizer(tokenizer, cfg.context_length)
+    try:
+        transformers.CLIPProcessor(image_processor=image_processor, tokenizer=hf_tokenizer).save_pretrained(out_dir)
+    except (TypeError, ValueError):  # transformers 4 accepts only CLIP's own tokenizer classes in a CLIPProcessor
+        image_processor.save_pretrained(out_dir)
+        hf_tokenizer.save_pretrained(out_dir)
     return out_dir
 
 
@@ -257,13 +270,16 @@ def miniclip_config(hf_config, eot_token_id: int | None = None) -> CLIPConfig:
         patch_size = patch_size[0]
     problems = []
     if t.hidden_act != v.hidden_act or t.hidden_act not in ("gelu", "quick_gelu"):
-        problems.append(f"activations {t.hidden_act!r} (text) and {v.hidden_act!r} (vision); miniclip has one, gelu or quick_gelu")
-    if t.intermediate_size * v.hidden_size != v.intermediate_size * t.hidden_size or t.intermediate_size % t.hidden_size:
+        problems.append(f"activations {t.hidden_act!r} (text) and {v.hidden_act!r} (vision); "
+                        "miniclip has one, gelu or quick_gelu")
+    ratio = t.intermediate_size / t.hidden_size
+    if ratio != v.intermediate_size / v.hidden_size or ratio != int(ratio):
         problems.append("an MLP width that is not the same whole multiple of the width in both towers")
     if not math.isclose(t.layer_norm_eps, 1e-5) or not math.isclose(v.layer_norm_eps, 1e-5):
         problems.append(f"layer_norm_eps {t.layer_norm_eps} / {v.layer_norm_eps}; miniclip uses 1e-5")
     if v.num_channels != 3 or not isinstance(image_size, int) or not isinstance(patch_size, int):
-        problems.append(f"{v.num_channels} channels, image size {v.image_size}, patch size {v.patch_size}; miniclip takes square RGB")
+        problems.append(f"{v.num_channels} channels, image size {v.image_size}, patch size {v.patch_size}; "
+                        "miniclip takes square RGB images and patches")
     if problems:
         raise ValueError("this transformers CLIP does not fit miniclip: " + "; ".join(problems))
     if eot_token_id is None:
@@ -274,7 +290,7 @@ def miniclip_config(hf_config, eot_token_id: int | None = None) -> CLIPConfig:
         vision_heads=v.num_attention_heads, context_length=t.max_position_embeddings, vocab_size=t.vocab_size,
         eot_token_id=eot_token_id, text_width=t.hidden_size, text_layers=t.num_hidden_layers,
         text_heads=t.num_attention_heads, embed_dim=hf_config.projection_dim,
-        mlp_ratio=t.intermediate_size // t.hidden_size, activation=t.hidden_act,
+        mlp_ratio=int(ratio), activation=t.hidden_act,
         init_logit_scale=hf_config.logit_scale_init_value,
     )
 
@@ -303,5 +319,6 @@ def from_transformers(source, tokenizer=None) -> tuple[MiniCLIP, TransformersTok
     state = {k: v.detach().cpu() for k, v in hf_model.state_dict().items()}
     load_state_dict_checked(model, from_transformers_state_dict(state, cfg), "transformers CLIPModel")
     if tokenizer is not None:
-        tokenizer = TransformersTokenizer(tokenizer, cfg.context_length, ImageTransform(cfg.image_size, image_mean, image_std))
+        transform = ImageTransform(cfg.image_size, image_mean, image_std)
+        tokenizer = TransformersTokenizer(tokenizer, cfg.context_length, transform)
     return model.eval(), tokenizer

@@ -32,11 +32,16 @@ class Attention(nn.Module):
         self.qkv = nn.Linear(width, 3 * width)  # queries, keys and values in one matrix multiply
         self.out = nn.Linear(width, width)
 
-    def forward(self, x):  # x: [batch, tokens, width]
+    def forward(self, x, keep=None):  # x: [batch, tokens, width]; keep: None, or one token index per row [batch]
         B, T, C = x.shape
         q, k, v = self.qkv(x).view(B, T, 3, self.heads, C // self.heads).permute(2, 0, 3, 1, 4)  # 3 x [B, heads, T, C/heads]
-        y = F.scaled_dot_product_attention(q, k, v, is_causal=self.causal)  # [B, heads, T, C/heads]
-        return self.out(y.transpose(1, 2).reshape(B, T, C))  # [B, T, C]
+        mask = None
+        if keep is not None:  # only token keep[b] of each row asks: one query per row
+            q = q[torch.arange(B, device=x.device), :, keep].unsqueeze(2)  # [B, heads, 1, C/heads]
+            if self.causal:  # it sees itself and the tokens before it
+                mask = (torch.arange(T, device=x.device) <= keep[:, None]).view(B, 1, 1, T)
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=self.causal and keep is None)
+        return self.out(y.transpose(1, 2).reshape(B, -1, C))  # [B, heads, T or 1, C/heads] -> [B, T or 1, C]
 
 
 class Block(nn.Module):
@@ -53,9 +58,24 @@ class Block(nn.Module):
             nn.Linear(mlp_ratio * width, width),
         )
 
-    def forward(self, x):
-        x = x + self.attn(self.ln_1(x))
+    def forward(self, x, keep=None):
+        """x [B, T, W] -> [B, T, W]; with keep (a token index per row, [B]) only those tokens: [B, 1, W]."""
+        y = self.attn(self.ln_1(x), keep)
+        if keep is not None:
+            x = x[torch.arange(x.shape[0], device=x.device), keep].unsqueeze(1)  # [B, 1, W]
+        x = x + y
         return x + self.mlp(self.ln_2(x))
+
+
+def read_token(blocks: nn.ModuleList, x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """Run x [B, T, W] through the blocks -> [B, W], the output at token index[b] of each row.
+
+    Nothing else of the last block's output is read, so the last block computes only that token: the same
+    feature, with about three quarters of the last block's work (its MLP, and its attention for other queries) skipped.
+    """
+    for block in blocks[:-1]:
+        x = block(x)
+    return blocks[-1](x, keep=index)[:, 0]  # [B, 1, W] -> [B, W]
 
 
 class ConvStem(nn.Module):
@@ -109,9 +129,8 @@ class VisionTransformer(nn.Module):
         cls = self.class_embedding.to(x.dtype).expand(x.shape[0], 1, -1)  # [B, 1, width]
         x = torch.cat([cls, x], dim=1) + self.positional_embedding.to(x.dtype)  # [B, 1 + grid*grid, width]
         x = self.ln_pre(x)
-        for block in self.blocks:
-            x = block(x)
-        return self.ln_post(x[:, 0]) @ self.proj  # the class token: [B, width] -> [B, embed_dim]
+        first = torch.zeros(x.shape[0], dtype=torch.long, device=x.device)  # [B]: the class token is token 0 of each row
+        return self.ln_post(read_token(self.blocks, x, first)) @ self.proj  # [B, width] -> [B, embed_dim]
 
 
 class TextTransformer(nn.Module):
@@ -140,11 +159,8 @@ class TextTransformer(nn.Module):
             )
         T = tokens.shape[1]
         x = self.token_embedding(tokens) + self.positional_embedding[:T]  # [B, T, width]
-        for block in self.blocks:
-            x = block(x)
-        x = self.ln_final(x)
         eot = (tokens == self.eot_token_id).int().argmax(dim=-1)  # [B]: the first end token of each row
-        return x[torch.arange(x.shape[0], device=x.device), eot] @ self.proj  # [B, width] -> [B, embed_dim]
+        return self.ln_final(read_token(self.blocks, x, eot)) @ self.proj  # [B, width] -> [B, embed_dim]
 
 
 class MiniCLIP(nn.Module):

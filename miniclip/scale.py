@@ -61,9 +61,26 @@ def pick_scale(name: str | None = None) -> Scale:
     runs = Path(os.environ.get("MINICLIP_RUNS", _repo_root() / "runs"))
     device = "cuda" if torch.cuda.is_available() else "cpu"
     if name == "gpu":
-        return Scale("gpu", "coco", "coco-small", 20_000, 0, 5_000, 100, device, runs / "gpu")
+        return Scale("gpu", "coco", "coco-small", 5_000, 40_000, 5_000, 100, device, runs / "gpu")
     if name == "laptop":
         return Scale("laptop", "shapes", "shapes-tiny", 1_000, 50_000, 1_000, 20, device, runs / "laptop")
     if name == "smoke":
         return Scale("smoke", "shapes", "shapes-tiny", 40, 3_000, 64, 4, device, runs / "smoke")
     raise ValueError(f"unknown scale {name!r}; use gpu, laptop or smoke")
+
+
+def start_lesson(seed: int = 0, name: str | None = None) -> Scale:
+    """The first line of every notebook: pick the scale, seed every generator, print one line about both."""
+    import random
+
+    import numpy as np
+    import torch
+
+    scale = pick_scale(name)
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    where = {"gpu": "COCO captions on the GPU", "laptop": "the shapes world on this CPU",
+             "smoke": "smoke test: the smallest sizes that run every cell"}[scale.name]
+    print(f"miniclip scale: {scale.name} ({where}); device {scale.device}; seed {seed}")
+    return scale

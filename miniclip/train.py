@@ -404,3 +404,21 @@ def _write_jsonl(path: Path, rows: list[dict]) -> None:
     from miniclip.fileio import atomic_write_text
 
     atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in rows))
+
+
+def load_or_train(cfg: TrainConfig, out, progress: bool = True, **train_kwargs) -> TrainResult:
+    """Load the finished run in `out` if it was trained with exactly `cfg`; otherwise train it there.
+
+    Notebooks call this so that a second run of a lesson takes seconds instead of minutes.
+    """
+    from miniclip.checkpoint import load
+
+    out = Path(out)
+    run_file, metrics_file = out / "run.json", out / "metrics.jsonl"
+    if run_file.is_file() and (out / "model.safetensors").is_file():
+        same = json.loads(run_file.read_text()) == json.loads(json.dumps(dataclasses.asdict(cfg) | {"world_size": 1}))
+        history = _read_jsonl(metrics_file)
+        if same and history and history[-1].get("step") == cfg.steps:
+            model, tokenizer = load(out)
+            return TrainResult(model=model, tokenizer=tokenizer, history=history, out=out)
+    return train(cfg, out=out, progress=progress, **train_kwargs)

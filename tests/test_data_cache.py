@@ -253,9 +253,9 @@ def test_bad_samples_are_repaired_or_reported(tmp_path, bad_inputs, capsys):
 
 
 def test_clean_captions_bytes():
-    good, events = clean_captions([b"ok \xff bytes", "  spaced\n  out ", "x" * 1500])
-    assert good[0] == "ok bytes" and good[1] == "spaced out" and len(good[2]) == 1000
-    assert events["non-UTF-8 bytes removed from caption"] == 1
+    good, events = clean_captions([b"ok \xff bytes", "  spaced\n  out ", "x" * 1500, "lone \ud800 surrogate", 7])
+    assert good == ["ok bytes", "spaced out", "x" * 1000, "lone surrogate"]
+    assert events["non-UTF-8 bytes removed from caption"] == 2 and events["non-text caption dropped"] == 1
 
 
 def test_save_paired_roundtrip(tmp_path, tiny_pairs):

@@ -38,20 +38,20 @@ def test_generate_is_deterministic_and_complete():
     for knob in ("seed", "image_size", "mix", "word_fraction", "rendition", "holdout", "correlation", "background"):
         assert knob in a.meta
     prefixed = np.mean([cap.startswith("a photo of") for cap in a.captions])
-    assert 0.4 < prefixed < 0.6
+    stopped = np.mean([cap.endswith(".") for cap in a.captions])
+    assert 0.4 < prefixed < 0.6 and 0.4 < stopped < 0.6
 
 
 def test_generation_speed():
-    """50,000 images must take under 20 s: check the rate on 4,000 (with a margin for a noisy machine)."""
+    """50,000 images must take under 20 s: check the rate on 4,000, in CPU time (other processes may share the cores)."""
     shapes.generate(200)  # warm the mask cache
-    t = time.perf_counter()
+    t = time.process_time()
     shapes.generate(4000, seed=1)
-    rate = 4000 / (time.perf_counter() - t)
+    rate = 4000 / (time.process_time() - t)
     assert rate > 2500, f"{rate:.0f} images/s: 50k would take {50000 / rate:.0f} s"
 
 
-def _strip(caption):
-    return caption[len("a photo of ") :] if caption.startswith("a photo of ") else caption
+_strip = shapes.caption_core
 
 
 def test_captions_tell_the_truth():
@@ -99,7 +99,7 @@ def test_words_in_images():
     matches = np.mean([data.attributes[i]["word"] == data.attributes[i]["shapes"][0] for i in singles])
     assert 0.35 < matches < 0.65
     for i in singles:
-        assert all(c.endswith(f" with the word {data.attributes[i]['word']}") for c in data.captions_of(i))
+        assert all(_strip(c).endswith(f" with the word {data.attributes[i]['word']}") for c in data.captions_of(i))
     assert shapes.text_bitmap("star").shape == (5, 15)
     assert shapes.text_bitmap("triangle", 2).shape == (10, 62)
 
@@ -141,7 +141,7 @@ def test_make_scene_builders_and_twins():
     count = shapes.make_scene("count", 1, count=4, shapes="heart", colours="blue")
     assert count.kind == "count" and len(count.objects) == 4 and shapes.caption_cores(count)[0] == "four blue hearts"
     worded = shapes.make_scene("single", 2, shapes="circle", colours="red", word="star")
-    assert shapes.describe(worded, 0)[0].endswith("red circle with the word star")
+    assert _strip(shapes.describe(worded, 0)[0]).endswith("red circle with the word star")
     with pytest.raises(ValueError, match="relation must be one of"):
         shapes.make_scene("relation", 0, relation="near")
 

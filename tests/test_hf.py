@@ -152,3 +152,22 @@ def test_a_conv_stem_is_refused_with_a_way_out(tmp_path, tok):
     with pytest.raises(ValueError, match=r"(?s)convolutional stem.*no equivalent.*without a stem"):
         to_transformers(MiniCLIP(CLIPConfig.preset("shapes-tiny", vocab_size=300, context_length=16)), tok, tmp_path)
     assert not any(tmp_path.iterdir())  # refused before writing anything
+
+
+def test_export_without_a_clip_processor_still_loads(tmp_path, tok, monkeypatch):
+    """transformers 4 refuses a generic tokenizer in a CLIPProcessor: the image processor and tokenizer are then
+    saved side by side, which is all the pipeline needs."""
+    def refuse(**kwargs):
+        raise TypeError("only CLIP's tokenizer classes")
+
+    monkeypatch.setattr(transformers, "CLIPProcessor", refuse)
+    model = jiggle(MiniCLIP(small_config()))
+    to_transformers(model, tok, tmp_path)
+    monkeypatch.undo()
+    image = Image.fromarray(np.random.default_rng(0).integers(0, 256, (32, 32, 3), dtype=np.uint8))
+    got = transformers.pipeline("zero-shot-image-classification", model=str(tmp_path))(
+        image, candidate_labels=LABELS, hypothesis_template=TEMPLATE)
+    with torch.no_grad():
+        probs = model(ImageTransform(32)(image), tok.encode([TEMPLATE.format(label) for label in LABELS]))[0].softmax(-1)[0]
+    scores = {r["label"]: r["score"] for r in got}
+    np.testing.assert_allclose([scores[label] for label in LABELS], probs.tolist(), atol=1e-5)

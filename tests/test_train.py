@@ -7,7 +7,7 @@ import pytest
 import torch
 
 import miniclip
-from miniclip.train import TrainConfig, swap_relation, train
+from miniclip.train import TrainConfig, load_or_train, swap_relation, train
 
 SMALL = dict(preset="shapes-tiny", steps=12, batch_size=32, num_images=400, warmup_steps=3, log_every=2,
              eval_every=0, checkpoint_every=4)
@@ -155,3 +155,16 @@ def test_ddp_equals_one_process_on_the_concatenated_batch(tmp_path):
     torch.testing.assert_close(ddp["loss"], loss.detach(), rtol=1e-5, atol=1e-6)
     for k, p in model.named_parameters():
         torch.testing.assert_close(ddp[k], p.grad, rtol=1e-4, atol=1e-6, msg=k)
+
+
+def test_load_or_train_reuses_a_finished_run(tmp_path):
+    cfg = TrainConfig(**{**SMALL, "steps": 4})
+    first = load_or_train(cfg, tmp_path, eval_fn=no_eval, progress=False)
+    stamp = (tmp_path / "model.safetensors").stat().st_mtime_ns
+    again = load_or_train(cfg, tmp_path, eval_fn=no_eval, progress=False)
+    assert (tmp_path / "model.safetensors").stat().st_mtime_ns == stamp  # loaded, not retrained
+    assert again.history == first.history
+    for a, b in zip(first.model.state_dict().values(), again.model.state_dict().values()):
+        assert torch.equal(a, b)
+    load_or_train(TrainConfig(**{**SMALL, "steps": 5}), tmp_path, eval_fn=no_eval, progress=False)
+    assert (tmp_path / "model.safetensors").stat().st_mtime_ns != stamp  # another recipe: trained again

@@ -27,6 +27,7 @@ import os
 import signal
 import threading
 import time
+import warnings
 import zipfile
 from collections import Counter, deque
 from concurrent.futures import ProcessPoolExecutor
@@ -71,8 +72,7 @@ def clean_captions(captions) -> tuple[list[str], Counter]:
             continue
         try:
             c.encode("utf-8")
-        except UnicodeEncodeError:  # lone surrogates: bytes that were not UTF-8
-            c = c.encode("utf-8", errors="surrogateescape").decode("utf-8", errors="ignore")
+        except UnicodeEncodeError:  # lone surrogates: bytes that were not UTF-8 (kept by surrogateescape)
             c = c.encode("utf-8", errors="ignore").decode("utf-8")
             events["non-UTF-8 bytes removed from caption"] += 1
         c = " ".join(c.split())
@@ -139,19 +139,9 @@ def decode_image(source, size: int) -> tuple[np.ndarray, str | None]:
     Raises BadSample(reason) for missing, unreadable or too small images.
     """
     try:
-        img = open_image(source)
-        w, h = img.size
-        if min(w, h) < MIN_SIDE:
-            raise BadSample(f"too small (< {MIN_SIDE} px)")
-        if img.format == "JPEG":
-            img.draft("RGB", (size, size))  # decode at 1/2, 1/4 or 1/8 scale, never below size
-        img.load()
-        img, event = to_rgb(img)
-        w, h = img.size
-        side = min(w, h)
-        box = ((w - side) / 2, (h - side) / 2, (w + side) / 2, (h + side) / 2)  # centre square, source pixels
-        img = img.resize((size, size), Image.Resampling.BICUBIC, box=box)
-        return np.asarray(img, dtype=np.uint8), event
+        with warnings.catch_warnings():  # e.g. "corrupt EXIF data": what matters is whether pixels come out
+            warnings.simplefilter("ignore")
+            return _decode(source, size)
     except BadSample:
         raise
     except Image.DecompressionBombError:
@@ -162,6 +152,22 @@ def decode_image(source, size: int) -> tuple[np.ndarray, str | None]:
         raise BadSample("unreadable (truncated or corrupt)") from err
     except Exception as err:  # never let one sample end a run
         raise BadSample(f"unreadable ({type(err).__name__})") from err
+
+
+def _decode(source, size: int) -> tuple[np.ndarray, str | None]:
+    img = open_image(source)
+    w, h = img.size
+    if min(w, h) < MIN_SIDE:
+        raise BadSample(f"too small (< {MIN_SIDE} px)")
+    if img.format == "JPEG":
+        img.draft("RGB", (size, size))  # decode at 1/2, 1/4 or 1/8 scale, never below size
+    img.load()
+    img, event = to_rgb(img)
+    w, h = img.size
+    side = min(w, h)
+    box = ((w - side) / 2, (h - side) / 2, (w + side) / 2, (h + side) / 2)  # centre square, source pixels
+    img = img.resize((size, size), Image.Resampling.BICUBIC, box=box)
+    return np.asarray(img, dtype=np.uint8), event
 
 
 def process_chunk(chunk: list[tuple], size: int) -> list[tuple]:
@@ -209,12 +215,22 @@ def _init_worker(parent_pid: int) -> None:
 
 
 def _decoder_pool(workers: int) -> ProcessPoolExecutor:
-    """Worker processes for process_chunk. Not plain fork: a streaming source may be running threads."""
+    """Worker processes for process_chunk, started at once.
+
+    fork starts fastest and needs no `if __name__ == "__main__":` guard in the calling script, but copying a
+    process while other threads run (a streaming download has some) can deadlock the copy: then forkserver.
+    """
     methods = multiprocessing.get_all_start_methods()
-    ctx = multiprocessing.get_context("forkserver" if "forkserver" in methods else "spawn")
-    if ctx.get_start_method() == "forkserver":
-        ctx.set_forkserver_preload([__name__])  # import this module (and torch) once, not once per worker
-    return ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker, initargs=(os.getpid(),))
+    others = [t for t in threading.enumerate() if t is not threading.main_thread() and type(t).__name__ != "TMonitor"]
+    if "fork" in methods and not others:  # (tqdm's TMonitor thread only sleeps)
+        ctx = multiprocessing.get_context("fork")
+    else:
+        ctx = multiprocessing.get_context("forkserver" if "forkserver" in methods else "spawn")
+        if ctx.get_start_method() == "forkserver":
+            ctx.set_forkserver_preload([__name__])  # import this module (and torch) once, not once per worker
+    pool = ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker, initargs=(os.getpid(),))
+    pool.submit(int).result()  # start the workers now, before this process starts any thread of its own
+    return pool
 
 
 # ------------------------------------------------------------------------------------------
@@ -268,9 +284,15 @@ class _Writer:
         self.images.truncate(self.state["num_images"] * self.frame)
         self.captions.truncate(self.state["captions_bytes"])
 
-    def commit(self, result: list[tuple], meta: list[tuple]) -> None:
-        """Write one chunk: result from process_chunk, meta [(split, image_id)] of the same records."""
+    def commit(self, start: int, result: list[tuple], meta: list[tuple]) -> None:
+        """Write the chunk of records start, start + 1, ...: result from process_chunk, meta [(split, image_id)].
+
+        Committing a chunk twice (Ctrl-C right after a commit, then the final drain) writes it once.
+        """
         st = self.state
+        if start < st["records_read"]:
+            return  # already committed
+        assert start == st["records_read"], "chunks must be committed in order"
         self._truncate()  # drop anything a previous, interrupted write left behind
         skipped, converted, splits = Counter(st["skipped"]), Counter(st["converted"]), Counter(st["splits"])
         examples, n_images, n_captions = list(st["skipped_examples"]), st["num_images"], st["num_captions"]
@@ -341,22 +363,25 @@ def build_cache(
 
     workers = workers or os.cpu_count() or 1
     pool = _decoder_pool(workers) if workers > 1 else None
-    pending: deque = deque()  # (future or result, meta) of chunks in flight, oldest first: written in order
+    pending: deque = deque()  # (first record, future or result, meta) of chunks in flight, oldest first
     bar = tqdm(total=limit, initial=done, desc="decoding", unit="img", leave=False)
 
     def drain(keep: int):
         while len(pending) > keep:
-            job, meta = pending[0]
-            writer.commit(job.result() if pool else job, meta)
+            start, job, meta = pending[0]
+            writer.commit(start, job.result() if pool else job, meta)
             pending.popleft()  # only once committed: an interrupted commit is redone
             bar.update(len(meta))
 
     try:
+        start = done
         for chunk in _chunks(records, chunk_size):
             chunk = [Record(*r) for r in chunk]
             work = [(r.image, r.captions) for r in chunk]
             meta = [(r.split, r.image_id) for r in chunk]
-            pending.append((pool.submit(process_chunk, work, size) if pool else process_chunk(work, size), meta))
+            job = pool.submit(process_chunk, work, size) if pool else process_chunk(work, size)
+            pending.append((start, job, meta))
+            start += len(chunk)
             drain(keep=2 * workers if pool else 0)  # bounded: a streamed source is never read far ahead
         drain(keep=0)
     except BaseException:  # Ctrl-C, or the source failed: keep the chunks already decoded, then stop

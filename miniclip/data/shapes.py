@@ -55,7 +55,9 @@ SHADE_RGB = {
 }
 INVERSE = {"to the left of": "to the right of", "to the right of": "to the left of", "above": "below", "below": "above"}
 
-SIZE_FRACTION = {"small": 0.26, "large": 0.40}  # object diameter as a fraction of the image side
+# Object diameter as a fraction of the image side: at 32 px about 10 and 14 pixels (smaller circles and
+# squares are hard to tell apart). Two large objects never stand side by side in a relation scene.
+SIZE_FRACTION = {"small": 0.30, "large": 0.44}
 SCALE_JITTER = (0.92, 1.08)  # each object's diameter is multiplied by a factor drawn from this range
 GAP = 0.06  # the least free space between two objects, as a fraction of the image side
 ALIGN = 0.03  # related objects differ by at most 2 * ALIGN across the relation's axis
@@ -276,7 +278,10 @@ def make_scene(
         for i in range(n):
             # the two objects of a pair differ in colour and in shape, so that swaps are meaningful
             pairs.append(_draw_colour_shape(rng, cs[i], ss[i], holdout, correlation, avoid=pairs[0] if i else None))
-        size_list = [s or SIZES[rng.integers(len(SIZES))] for s in _as_tuple(sizes, n)]
+        given = _as_tuple(sizes, n)
+        size_list = [s or SIZES[rng.integers(len(SIZES))] for s in given]
+        if kind == "relation" and size_list == ["large", "large"] and given == (None, None):
+            size_list[rng.integers(2)] = "small"  # two large objects do not fit side by side with a clear gap
 
     scales = rng.uniform(*SCALE_JITTER, n)
     radii = [SIZE_FRACTION[z] * k / 2 for z, k in zip(size_list, scales)]
@@ -343,19 +348,27 @@ def caption_cores(scene: Scene) -> list[str]:
     return cores
 
 
+def caption_core(caption: str) -> str:
+    """A caption without its optional "a photo of " and full stop: what caption_cores() lists."""
+    caption = caption.removesuffix(".")
+    return caption.removeprefix("a photo of ")
+
+
 def describe(scene: Scene, rng=None) -> list[str]:
-    """2-3 different true captions of a scene; each is prefixed "a photo of" with probability 1/2."""
+    """2-3 different true captions of a scene. Each is prefixed "a photo of" with probability 1/2 and ends
+    with a full stop with probability 1/2 (as zero-shot templates like "a photo of a {}." do)."""
     rng = _rng(rng)
     cores = caption_cores(scene)
     k = int(rng.integers(2, 4))
     order = rng.permutation(len(cores))
     prefixed = rng.random(k) < 0.5
+    stops = rng.random(k) < 0.5
     out = []
     for i in range(k):
         core = cores[order[i % len(cores)]]
         # when there are fewer cores than captions, reuse a core with the other prefix choice
         use_prefix = prefixed[i] if i < len(cores) else not prefixed[i % len(cores)]
-        out.append(f"a photo of {core}" if use_prefix else core)
+        out.append(("a photo of " if use_prefix else "") + core + ("." if stops[i] else ""))
     return out
 
 

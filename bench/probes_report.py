@@ -1,0 +1,108 @@
+"""Train the probe models (miniclip.probes.RECIPES) at full size and print every probe number.
+
+    python bench/probes_report.py                       # 4 runs of 1000 steps (~75 s each on 2 idle cores) + probes
+    python bench/probes_report.py --data-efficiency     # + DATA_EFFICIENCY's shorter runs on fewer pairs
+    python bench/probes_report.py --smoke               # seconds: tiny runs and sets, to check the script
+
+Runs are kept in --runs (default /tmp/probe_runs/report) and reused when their recipe has not changed
+(train.load_or_train); each run's probe results are written next to it as probes.json.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import torch
+
+from miniclip import probes
+from miniclip.train import load_or_train
+
+
+def flat(d: dict, prefix: str = "") -> dict:
+    """{"a": {"b": 1}} -> {"a.b": 1}."""
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(flat(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def show(v) -> str:
+    return f"{v:.3f}" if isinstance(v, float) else str(v)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--runs", default="/tmp/probe_runs/report")
+    parser.add_argument("--recipes", default=",".join(probes.RECIPES))
+    parser.add_argument("--data-efficiency", action="store_true")
+    parser.add_argument("--smoke", action="store_true")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    runs = Path(args.runs) / ("smoke" if args.smoke else "full")
+
+    results = {}
+    for name in args.recipes.split(","):
+        cfg = probes.probe_config(name, smoke=args.smoke)
+        t = time.perf_counter()
+        run = load_or_train(cfg, runs / name, progress=False)
+        trained = time.perf_counter() - t
+        t = time.perf_counter()
+        results[name] = probes.run_probes(run.model, run.tokenizer, smoke=args.smoke)
+        probed = time.perf_counter() - t
+        (runs / name / "probes.json").write_text(json.dumps(results[name], indent=1))
+        zs = [r["val_zeroshot_top1"] for r in run.history if "val_zeroshot_top1" in r]
+        print(f"== {name}: {cfg.steps} steps x {cfg.batch_size} pairs, train {trained:.0f} s (0 if reused), "
+              f"probes {probed:.0f} s, final val zero-shot top-1 {zs[-1] if zs else float('nan'):.3f}")
+        if name == "base":
+            curve = probes.history_curve(run.history, cfg.batch_size)
+            print("   learning curve (pairs seen -> zero-shot top-1):",
+                  ", ".join(f"{p}: {a:.3f}" for p, a in zip(curve["pairs_seen"], curve["accuracy"])))
+
+    # every number, one row per key, one column per model
+    names = list(results)
+    rows = {n: flat(results[n]) for n in names}
+    keys = [k for k in rows[names[0]] if not k.endswith("note")]
+    print("\n" + "probe".ljust(52) + "".join(n[:14].rjust(15) for n in names))
+    for k in keys:
+        print(k.ljust(52) + "".join(show(rows[n].get(k, "")).rjust(15) for n in names))
+
+    print("\nheadlines")
+    if "base" in results and "hard_negatives" in results:
+        for key in ("accuracy", "accuracy_left_right", "accuracy_above_below", "mirror_accuracy"):
+            print(f"  spatial {key}: without hard negatives {results['base']['2_spatial'][key]:.3f}, "
+                  f"with {results['hard_negatives']['2_spatial'][key]:.3f} (chance 0.5)")
+    for n in names:
+        r = results[n]
+        print(f"  {n}: counting {r['2_counting']['accuracy']:.3f} (chance 1/3), binding {r['2_binding']['accuracy']:.3f} "
+              f"(0.5), spatial {r['2_spatial']['accuracy']:.3f} (0.5), typographic flip rate "
+              f"{r['typographic']['flip_rate']:.3f}, follows word {r['typographic']['follows_word_rate']:.3f}, "
+              f"bias gap (shapes) {r['8_bias']['gap_shapes']:+.3f}")
+    if len(names) > 1:
+        ranked = probes.rank_models(results)
+        print("  ranking by evaluation set:", json.dumps(ranked["winner"]))
+        print(f"  mean rank {json.dumps(ranked['mean_rank'])}; {ranked['n_winners']} different winners; "
+              f"agreement between sets {ranked['agreement']:.2f}")
+
+    if args.data_efficiency:
+        spec = probes.DATA_EFFICIENCY
+        accuracy = {}
+        for n_images in spec["num_images"]:
+            cfg = probes.probe_config(spec["recipe"], smoke=args.smoke, num_images=n_images,
+                                      steps=40 if args.smoke else spec["steps"], eval_every=0)
+            run = load_or_train(cfg, runs / f"data_{n_images}", progress=False)
+            accuracy[n_images] = run.history
+        curve = probes.data_efficiency(accuracy)
+        print("\ndata efficiency (unique training pairs -> zero-shot top-1 after "
+              f"{spec['steps']} steps):", json.dumps(curve))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

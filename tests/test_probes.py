@@ -1,0 +1,170 @@
+"""The failure-mode probes: they run, return finite fractions against the right chance, are deterministic, and
+the images and captions they contrast are really swapped, mirrored or attacked."""
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import replace
+
+import numpy as np
+import pytest
+import torch
+
+from miniclip import probes
+from miniclip.data import shapes
+from miniclip.data.shapes import caption_cores, make_scene, render
+
+PROBE_KEYS = ["1_below_sota", "2_counting", "2_spatial", "2_binding", "2_fine_grained", "3_distribution_shift",
+              "4_choose_not_generate", "5_data_efficiency", "6_validation_reuse", "7_eval_set_choice", "8_bias",
+              "9_few_shot", "typographic"]
+CHANCE = {"1_below_sota": 1 / 36, "2_counting": 1 / 3, "2_spatial": 0.5, "2_binding": 0.5, "2_fine_grained": 0.5,
+          "3_distribution_shift": 1 / 36, "typographic": 1 / 36, "4_choose_not_generate": 1 / 36,
+          "5_data_efficiency": 1 / 36, "6_validation_reuse": 1 / 36, "8_bias": 1 / 6, "9_few_shot": 1 / 36}
+# numbers that are not fractions of 0..1: counts, sizes, score differences
+NOT_FRACTIONS = ("n", "n_", "pool_size", "optimistic_gap", "gap_", "mirror_score_change", "k_matching_zero_shot")
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    """A tiny model trained for 30 steps (seconds), saved as a run directory, and its smoke probe results."""
+    from miniclip.train import TrainConfig, train
+
+    out = tmp_path_factory.mktemp("probe_run")
+    cfg = TrainConfig.preset("shapes-tiny", steps=30, batch_size=64, num_images=1000, hard_negatives=True,
+                             word_fraction=0.3, eval_every=0, checkpoint_every=0)
+    result = train(cfg, out=out, progress=False, eval_fn=lambda m, t: {})
+    results = probes.run_probes(result.model, result.tokenizer, smoke=True)
+    return result.model, result.tokenizer, out, results
+
+
+def _leaves(d, prefix=""):
+    """(dotted key, value) of every number in a nested dict."""
+    for k, v in d.items():
+        if isinstance(v, dict):
+            yield from _leaves(v, f"{prefix}{k}.")
+        else:
+            yield f"{prefix}{k}", v
+
+
+def _is_fraction(key: str) -> bool:
+    last = key.split(".")[-1]
+    return not any(last == p or (p.endswith("_") and last.startswith(p)) for p in NOT_FRACTIONS)
+
+
+def test_every_probe_reports_finite_fractions_against_the_right_chance(run):
+    *_, results = run
+    assert list(results) == sorted(results, key=PROBE_KEYS.index) and set(results) == set(PROBE_KEYS)
+    for name, result in results.items():
+        assert "chance" in result, name
+        if name in CHANCE:
+            assert result["chance"] == pytest.approx(CHANCE[name]), name
+        for key, value in _leaves(result):
+            if key == "note" or value is None:
+                continue
+            assert isinstance(value, (int, float)) and not isinstance(value, bool), (name, key, value)
+            assert math.isfinite(value), (name, key)
+            if _is_fraction(key):
+                assert 0.0 <= value <= 1.0, (name, key, value)
+    assert set(results["3_distribution_shift"]["zero_shot"]) == set(shapes.RENDITIONS)
+    assert results["2_spatial"]["chance_four_way"] == 0.25
+    assert results["7_eval_set_choice"]["chance"]["counting"] == pytest.approx(1 / 3)
+    json.loads(json.dumps(results))  # plain JSON
+
+
+def test_probes_are_deterministic_and_depend_on_the_seed(run):
+    model, tokenizer, *_ = run
+    for probe in (probes.spatial, probes.counting, probes.typographic):
+        assert probe(model, tokenizer, smoke=True, seed=3) == probe(model, tokenizer, smoke=True, seed=3)
+    _, a = probes._scenes("relation", 4, 0, 30, 32)
+    _, b = probes._scenes("relation", 4, 1, 30, 32)
+    _, a2 = probes._scenes("relation", 4, 0, 30, 32)
+    assert np.array_equal(a, a2) and not np.array_equal(a, b)
+
+
+def test_cli_probe_prints_json_with_every_key(run, capsys):
+    from miniclip.cli import main
+
+    *_, out, results = run
+    assert main(["probe", str(out), "--json", "--smoke"]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert set(printed) == set(PROBE_KEYS)
+    # the saved model gives the numbers of the model in memory: the probes are deterministic
+    assert printed == json.loads(json.dumps(results))
+
+
+@pytest.mark.parametrize("relation", shapes.RELATIONS)
+def test_spatial_swapped_caption_is_the_false_one(relation):
+    scene = make_scene("relation", 5, relation=relation)
+    true, swapped = probes.relation_caption(scene), probes.relation_caption(scene, swap=True)
+    a, b = scene.objects
+    assert true == f"{shapes.noun_phrase(a.colour, a.shape)} {relation} {shapes.noun_phrase(b.colour, b.shape)}"
+    assert sorted(true.split()) == sorted(swapped.split()) and true != swapped  # the same words, reordered
+    assert true in caption_cores(scene) and swapped not in caption_cores(scene)
+    assert swapped in caption_cores(scene.swapped())  # true once the objects trade places
+    # the geometry says so too: A's centre lies on the caption's side of B's
+    axis, sign = {"to the left of": ("x", -1), "to the right of": ("x", 1), "above": ("y", -1), "below": ("y", 1)}[relation]
+    assert sign * (getattr(a, axis) - getattr(b, axis)) > 0
+
+
+def test_mirror_flips_pixels_and_falsifies_left_right():
+    scene = make_scene("relation", 2, relation="to the left of", background="plain")
+    image = render(scene, 32, rng=9)
+    mirrored = probes.mirror(image[None])[0]
+    assert np.array_equal(mirrored[:, ::-1], image) and not np.array_equal(mirrored, image)
+    # the mirrored pixels are exactly the mirrored scene, whose relation is now "to the right of"
+    assert np.array_equal(mirrored, render(scene.mirrored(), 32, rng=9))
+    assert scene.mirrored().relation == "to the right of"
+    assert probes.relation_caption(scene) not in caption_cores(scene.mirrored())
+
+
+def test_binding_swaps_only_the_colours():
+    scene = make_scene("pair", 4)
+    true, swapped = probes.binding_captions(scene)
+    a, b = scene.objects
+    assert true in caption_cores(scene) and swapped not in caption_cores(scene)
+    assert sorted(true.replace("an ", "a ").split()) == sorted(swapped.replace("an ", "a ").split())
+    recoloured = replace(scene, objects=[replace(a, colour=b.colour), replace(b, colour=a.colour)])
+    assert swapped in caption_cores(recoloured)
+
+
+def test_typographic_images_differ_only_by_the_wrong_word():
+    clean, labels = shapes.single_object_set(1, seed=probes._stream(0, 4))
+    attacked, _ = shapes.single_object_set(1, seed=probes._stream(0, 4), word="wrong")
+    for c, a in zip(clean.attributes, attacked.attributes):
+        assert c["word"] is None and a["word"] in shapes.SHAPES and a["word"] != a["shapes"][0]
+        assert c["objects"] == a["objects"]
+    changed = (clean.images != attacked.images).any(axis=-1).mean(axis=(1, 2))  # share of pixels per image
+    assert (changed > 0).all() and (changed < 0.25).all()
+
+
+def test_choice_credit_shares_ties():
+    scores = torch.tensor([[1.0, 0.0], [0.0, 1.0], [0.5, 0.5], [0.2, 0.2]])
+    assert probes.choice_credit(scores, [0, 0, 0, 1]).tolist() == [1.0, 0.0, 0.5, 0.5]
+
+
+def test_rank_models_sees_rankings_change_with_the_evaluation_set():
+    ranked = probes.rank_models({"a": {"counting": 0.9, "spatial": 0.5, "binding": 0.8},
+                                 "b": {"counting": 0.6, "spatial": 0.8, "binding": 0.7}})
+    assert ranked["ranking"]["counting"] == ["a", "b"] and ranked["winner"]["spatial"] == "b"
+    assert ranked["n_winners"] == 2 and ranked["mean_rank"] == {"a": pytest.approx(4 / 3), "b": pytest.approx(5 / 3)}
+    assert ranked["agreement"] == pytest.approx(1 / 3)  # counting and binding agree; spatial disagrees with both
+
+
+def test_data_efficiency_curves():
+    curve = probes.data_efficiency({4000: 0.6, 1000: 0.3, 16000: [{"step": 10}, {"step": 300, "val_zeroshot_top1": 0.92}]})
+    assert curve["pairs"] == [1000, 4000, 16000] and curve["accuracy"] == [0.3, 0.6, 0.92]
+    assert curve["pairs_to_reach"] == {"0.5": 4000, "0.8": 16000, "0.9": 16000}
+    history = [{"step": 10, "loss": 3.0}, {"step": 200, "val_zeroshot_top1": 0.4}, {"step": 400, "val_zeroshot_top1": 0.7}]
+    assert probes.history_curve(history, batch_size=256) == {"pairs_seen": [51200, 102400], "accuracy": [0.4, 0.7]}
+
+
+def test_probe_recipes_make_train_configs():
+    for name in probes.RECIPES:
+        cfg, smoke = probes.probe_config(name), probes.probe_config(name, smoke=True)
+        assert cfg.steps == 1000 and cfg.batch_size == 256 and smoke.steps < 100
+        assert [tuple(p) for p in cfg.shapes_options["holdout"]] == list(probes.HOLDOUT)
+    assert probes.probe_config("hard_negatives").hard_negatives and not probes.probe_config("base").hard_negatives
+    assert probes.probe_config("words").word_fraction > 0
+    assert probes.probe_config("bias").shapes_options["correlation"] == probes.BIAS
+    with pytest.raises(ValueError, match="unknown probe recipe"):
+        probes.probe_config("nope")
