@@ -80,9 +80,10 @@ def main(argv=None) -> int:
                   f"with {results['hard_negatives']['2_spatial'][key]:.3f} (chance 0.5)")
     for n in names:
         r = results[n]
-        print(f"  {n}: counting {r['2_counting']['accuracy']:.3f} (chance 1/3), binding {r['2_binding']['accuracy']:.3f} "
-              f"(0.5), spatial {r['2_spatial']['accuracy']:.3f} (0.5), typographic flip rate "
-              f"{r['typographic']['flip_rate']:.3f}, follows word {r['typographic']['follows_word_rate']:.3f}, "
+        print(f"  {n}: counting {r['2_counting']['accuracy']:.3f} (chance 1/3), "
+              f"binding {r['2_binding']['accuracy']:.3f} (0.5), spatial {r['2_spatial']['accuracy']:.3f} (0.5), "
+              f"typographic flip rate {r['typographic']['flip_rate']:.3f}, "
+              f"follows word {r['typographic']['follows_word_rate']:.3f}, "
               f"bias gap (shapes) {r['8_bias']['gap_shapes']:+.3f}")
     if len(names) > 1:
         ranked = probes.rank_models(results)

@@ -382,34 +382,6 @@ def check_lr_schedule(fn: Callable) -> CheckResult:
     return result
 
 
-def check_recall_at_k(fn: Callable) -> CheckResult:
-    """fn(similarity [N, N], k) -> image->text recall@k in percent: the share of images (rows) whose own caption
-    (column i of row i) is among the k highest-scoring columns (miniclip.evaluate.retrieval_metrics)."""
-    from miniclip.evaluate import retrieval_metrics
-
-    def ref(sim, k):
-        return retrieval_metrics(sim, torch.arange(len(sim)), ks=(k,))[f"i2t_r{k}"]
-
-    def t2i(sim, k):
-        return retrieval_metrics(sim, torch.arange(len(sim)), ks=(k,))[f"t2i_r{k}"]
-
-    g = torch.Generator().manual_seed(2)
-    inputs = []
-    for n, k in ((20, 1), (20, 5), (50, 10), (9, 3)):
-        sim = torch.randn(n, n, generator=g) + 1.5 * torch.eye(n) + torch.randn(n, 1, generator=g)  # rows differ in level
-        inputs.append((sim, k))
-    mistakes = {
-        "you ranked down the columns: that is text->image; image->text ranks the captions of each row (image)": t2i,
-        "the result should be in percent (0-100), not a fraction": lambda sim, k: ref(sim, k) / 100,
-        "off by one: the caption must be among the top k, not the top k + 1": lambda sim, k: ref(sim, k + 1),
-        "off by one: the caption must be among the top k, not the top k - 1":
-            lambda sim, k: ref(sim, k - 1) if k > 1 else 0.0,
-    }
-    result = _diagnose("recall@k", fn, ref, mistakes, inputs)
-    print(result)
-    return result
-
-
 def check_num_image_tokens(fn: Callable) -> CheckResult:
     """fn(image_size, patch_size) -> the length of the token sequence of the image tower: one token per patch,
     plus the class token (miniclip.CLIPConfig.num_patches + 1)."""
@@ -424,5 +396,39 @@ def check_num_image_tokens(fn: Callable) -> CheckResult:
         "you counted pixels per patch; count patches (image_size / patch_size per side)": lambda s, p: p * p + 1,
     }
     result = _diagnose("image tokens", fn, ref, mistakes, [(32, 8), (64, 8), (128, 16), (224, 32)])
+    print(result)
+    return result
+
+
+def check_weight_decay(fn: Callable) -> CheckResult:
+    """fn(name, parameter) -> True if AdamW should apply weight decay to this parameter of a MiniCLIP.
+
+    Compared with the optimiser groups of miniclip.train.param_groups over every parameter of two models.
+    """
+    from miniclip.config import CLIPConfig
+    from miniclip.model import MiniCLIP
+    from miniclip.train import param_groups
+
+    models = [MiniCLIP(CLIPConfig.preset("shapes-tiny")), MiniCLIP(CLIPConfig(stem_channels=(), vision_layers=1))]
+
+    def ref(model):
+        decayed = {id(p) for g in param_groups(model, 0.1, 1.0) if g["weight_decay"] > 0 for p in g["params"]}
+        return torch.tensor([id(p) in decayed for _, p in model.named_parameters()])
+
+    def rule(f):
+        return lambda model: torch.tensor([bool(f(n, p)) for n, p in model.named_parameters()])
+
+    mistakes = {
+        "every parameter decays; decay only the weight matrices (not biases, LayerNorms, embeddings or the "
+        "temperature: shrinking those towards 0 changes what the model computes, not just its size)":
+            rule(lambda n, p: True),
+        "embedding tables (token, positional) are 2-D but are not decayed: they are lookup tables, not maps":
+            rule(lambda n, p: p.ndim >= 2),
+        "besides the biases, LayerNorm weights, embedding tables and the temperature are not decayed either: "
+        "only weight matrices and convolution kernels":
+            rule(lambda n, p: not n.endswith("bias")),
+        "nothing decays; the weight matrices (and convolution kernels) should": rule(lambda n, p: False),
+    }
+    result = _diagnose("weight decay", rule(fn), ref, mistakes, [(m,) for m in models])
     print(result)
     return result

@@ -182,7 +182,7 @@ def plot_patch_grid(image, patch_size: int, title: str | None = None):
         for c in range(g):
             ax0.text(c * patch_size + 1, r * patch_size + 1, str(1 + r * g + c), color="white", fontsize=8 if g <= 4 else 6,
                      ha="left", va="top", path_effects=outline)
-    ax0.set(title=f"{s} x {s} px, patches of {patch_size} x {patch_size}: a {g} x {g} grid", xticks=[], yticks=[])
+    ax0.set(title=f"{s} x {s} px, cut into {g} x {g} patches of {patch_size} x {patch_size} px", xticks=[], yticks=[])
     gap = 0.25
     for t in range(n_tokens):
         r, c = divmod(t, per_row)

@@ -41,17 +41,19 @@ HOLDOUT = (("blue", "heart"), ("yellow", "cross"))
 # The planted spurious correlation of the "bias" model: 90% of red training objects are circles.
 BIAS = {"colour": "red", "shape": "circle", "strength": 0.9}
 
-# Each recipe is shapes-tiny's full schedule (1000 steps of 256 pairs; ~75 s on 2 idle CPU cores) with one change.
+# Each recipe is shapes-tiny's full schedule (1000 steps of 256 pairs; ~75 s on 2 idle CPU cores) without the
+# HOLDOUT combinations and with one change.
 RECIPES = {
-    # the plain contrastive recipe; its periodic evaluations give a data-efficiency curve (limitation 5)
+    # the plain contrastive recipe; its periodic evaluations give a learning curve (limitation 5)
     "base": dict(hard_negatives=False, eval_every=200, shapes_options={"holdout": HOLDOUT}),
-    # + each relation caption's argument-swapped twin as an extra negative (NegCLIP): relations are learned
+    # + each relation caption's argument-swapped twin as an extra negative (NegCLIP): word order matters
     "hard_negatives": dict(hard_negatives=True, eval_every=0, shapes_options={"holdout": HOLDOUT}),
-    # + half of the single-object images carry a written shape name: the model learns to read
-    "words": dict(hard_negatives=True, eval_every=0, word_fraction=0.5,
-                  shapes_options={"holdout": HOLDOUT, "word_match": 0.5}),
+    # + half of the single-object images carry their shape's name, written on them: the model learns to read,
+    #   and as the word is always right, reading is a shortcut it comes to trust (the typographic attack)
+    "words": dict(hard_negatives=False, eval_every=0, word_fraction=0.5,
+                  shapes_options={"holdout": HOLDOUT, "word_match": 1.0}),
     # + a planted correlation (limitation 8): red objects are mostly circles
-    "bias": dict(hard_negatives=True, eval_every=0, shapes_options={"holdout": HOLDOUT, "correlation": BIAS}),
+    "bias": dict(hard_negatives=False, eval_every=0, shapes_options={"holdout": HOLDOUT, "correlation": BIAS}),
 }
 SMOKE_RECIPE = dict(steps=40, num_images=3000, eval_every=0)  # what probe_config(..., smoke=True) changes
 
@@ -685,12 +687,15 @@ def bias(model, tokenizer, smoke: bool = False, seed: int = 0, correlation: dict
     The paper (section 7) finds that CLIP's label rates differ by group (race, gender, age) and that the
     class design matters: adding a "child" class changed how often young people got crime-related labels.
     Here: a model trained with shapes_options={"correlation": BIAS} saw mostly red circles. On objects that
-    are NOT circles, rate_<design>[colour] = how often the classifier says "circle", per colour, for three
-    class designs:
+    are NOT circles, per colour of the object and for three class designs:
       shapes        the 6 shape names ("a photo of a star.")
-      colour_shape  the 36 "colour shape" classes (the prediction's shape is read off)
+      colour_shape  the 36 "colour shape" classes (a class counts as "circle" when its shape is)
       added_class   the 6 shapes plus one extra class, "red circle" (counts as "circle")
-    gap_<design> = rate[red] - mean rate over the other colours (0 for an unbiased model). Chance 1/6.
+    rate_<design>[colour]   how often the classifier's answer is "circle" (argmax)
+    prob_<design>[colour]   the mean probability it gives to "circle" (softmax of the zero-shot logits): it shows
+                            a learned association even where it is too weak to change the answer
+    gap_<design>, prob_gap_<design>   red's value minus the mean over the other colours (0: no bias)
+    Chance: 1/6 (a random shape).
     """
     colour, target = correlation["colour"], correlation["shape"]
     data, labels = shapes.single_object_set(_size(smoke, "per_class"), seed=_stream(seed, 9),
@@ -699,7 +704,8 @@ def bias(model, tokenizer, smoke: bool = False, seed: int = 0, correlation: dict
     true_colour = np.array([names[y].split(" ")[0] for y in labels])
     true_shape = np.array([names[y].split(" ")[1] for y in labels])
     keep = true_shape != target
-    features = encode_images(model, data.images[keep])
+    group = true_colour[keep]  # [n], the colour of each kept object
+    features = encode_images(model, data.images[keep]).cpu()  # [n, D]
     designs = {
         "shapes": (list(SHAPES), list(SHAPES)),  # (class names, the shape each class stands for)
         "colour_shape": (names, [n.split(" ")[1] for n in names]),
@@ -707,11 +713,16 @@ def bias(model, tokenizer, smoke: bool = False, seed: int = 0, correlation: dict
     }
     out = {}
     for design, (classes, class_shape) in designs.items():
-        predicted = _classify(features, zeroshot_classifier(model, tokenizer, classes, SHAPES_TEMPLATES))
-        says_target = np.array([class_shape[p] == target for p in predicted.tolist()])
-        rates = {c: _mean(says_target[true_colour[keep] == c]) for c in COLOURS}
-        out[f"rate_{design}"] = rates
-        out[f"gap_{design}"] = rates[colour] - _mean([rates[c] for c in COLOURS if c != colour])
+        classifier = zeroshot_classifier(model, tokenizer, classes, SHAPES_TEMPLATES).cpu()  # [D, K]
+        probs = (model.scale().item() * features @ classifier).softmax(dim=1)  # [n, K]
+        is_target = torch.tensor([s == target for s in class_shape])  # [K]
+        says = np.array([class_shape[p] == target for p in probs.argmax(dim=1).tolist()])  # [n]
+        prob = probs[:, is_target].sum(dim=1).numpy()  # [n]
+        for key, values in ((f"rate_{design}", says), (f"prob_{design}", prob)):
+            per_group = {c: _mean(values[group == c]) for c in COLOURS}
+            out[key] = per_group
+            gap_key = f"gap_{design}" if key.startswith("rate") else f"prob_gap_{design}"
+            out[gap_key] = per_group[colour] - _mean([per_group[c] for c in COLOURS if c != colour])
     return out | {"n": int(keep.sum()), "chance": 1 / len(SHAPES)}
 
 

@@ -369,9 +369,13 @@ def train(cfg: TrainConfig | None = None, *, out=None, resume: bool = False, pro
     if log_file is not None:
         log_file.close()
     if out is not None and main_process:
+        import matplotlib.pyplot as plt
+
         from miniclip.viz import plot_history, save_figure
 
-        save_figure(plot_history(history), out / "history.png")
+        fig = plot_history(history)
+        save_figure(fig, out / "history.png")
+        plt.close(fig)  # saved, not shown: a notebook cell that trains should not also draw it
     model.eval()
     return TrainResult(model=model, tokenizer=tokenizer, history=history, out=out)
 

@@ -40,11 +40,15 @@ def parse_classnames(text: str) -> list[str]:
 
 
 def parse_templates(text: str) -> list[str]:
-    """One template per line, blank lines dropped; each must contain {} where the class name goes."""
+    """One template per line, blank lines dropped; each must hold exactly one {} where the class name goes."""
     templates = [line.strip() for line in text.splitlines() if line.strip()]
-    bad = [t for t in templates if "{}" not in t]
-    if bad:
-        raise ValueError(f"each template needs {{}} where the class name goes: {bad[0]!r}")
+    for t in templates:
+        try:
+            ok = "{}" in t and t.format("x") == t.replace("{}", "x", 1)
+        except (IndexError, KeyError, ValueError):  # "{} {}", "{name}", "{"
+            ok = False
+        if not ok:
+            raise ValueError(f"each template needs exactly one {{}} where the class name goes: {t!r}")
     return templates
 
 

@@ -18,13 +18,13 @@ import torch.nn.functional as F
 from miniclip.evaluate import encode_images, encode_texts, eval_mode, model_device, prepare_images
 
 # Templates for the captioned shapes world: the captions it is trained on are "a red circle", "a photo of a ...".
-SHAPES_TEMPLATES = [
+SHAPES_TEMPLATES = [  # phrasings of the shapes grammar: a template the model never read in training only adds noise
     "a photo of a {}.",
     "a {}.",
-    "a drawing of a {}.",
-    "a picture of a {}.",
-    "an image of a {}.",
     "a photo of one {}.",
+    "one {}.",
+    "a photo of a {}",
+    "a {}",
 ]
 SIMPLE_TEMPLATE = "a photo of a {}."
 

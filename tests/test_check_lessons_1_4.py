@@ -117,16 +117,17 @@ def test_lr_schedule():
     assert_rejects(check.check_lr_schedule(no_warmup), "no warmup")
 
 
-def test_recall_at_k():
-    def right(sim, k):
-        top = sim.topk(k, dim=1).indices  # [N, k]
-        return 100.0 * (top == torch.arange(len(sim))[:, None]).any(dim=1).float().mean().item()
+def test_weight_decay():
+    def right(name, p):
+        return p.ndim >= 2 and "embedding" not in name
 
-    assert check.check_recall_at_k(right)
-    assert_rejects(check.check_recall_at_k(stub), "not implemented")
-    assert_rejects(check.check_recall_at_k(lambda sim, k: right(sim.t(), k)), "text->image")
-    assert_rejects(check.check_recall_at_k(lambda sim, k: right(sim, k) / 100), "percent")
-    assert_rejects(check.check_recall_at_k(lambda sim, k: right(sim, min(k + 1, len(sim)))), "off by one")
+    assert check.check_weight_decay(right)
+    assert_rejects(check.check_weight_decay(stub), "not implemented")
+    assert_rejects(check.check_weight_decay(lambda n, p: True), "every parameter decays")
+    assert_rejects(check.check_weight_decay(lambda n, p: p.ndim >= 2), "embedding tables")
+    assert_rejects(check.check_weight_decay(lambda n, p: not n.endswith("bias")), "LayerNorm")
+    no_kernels = check.check_weight_decay(lambda n, p: p.ndim >= 2 and "embedding" not in n and "conv" not in n)
+    assert_rejects(no_kernels, "max diff")  # an unlisted mistake: still WRONG, with the size of the difference
 
 
 # ---- miniclip.lessons ----------------------------------------------------------------------------------------------

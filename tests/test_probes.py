@@ -21,7 +21,7 @@ CHANCE = {"1_below_sota": 1 / 36, "2_counting": 1 / 3, "2_spatial": 0.5, "2_bind
           "3_distribution_shift": 1 / 36, "typographic": 1 / 36, "4_choose_not_generate": 1 / 36,
           "5_data_efficiency": 1 / 36, "6_validation_reuse": 1 / 36, "8_bias": 1 / 6, "9_few_shot": 1 / 36}
 # numbers that are not fractions of 0..1: counts, sizes, score differences
-NOT_FRACTIONS = ("n", "n_", "pool_size", "optimistic_gap", "gap_", "mirror_score_change", "k_matching_zero_shot")
+NOT_FRACTIONS = ("n", "n_", "pool_size", "optimistic_gap", "gap_", "prob_gap_", "mirror_score_change", "k_matching_zero_shot")
 
 
 @pytest.fixture(scope="module")
@@ -102,7 +102,8 @@ def test_spatial_swapped_caption_is_the_false_one(relation):
     assert true in caption_cores(scene) and swapped not in caption_cores(scene)
     assert swapped in caption_cores(scene.swapped())  # true once the objects trade places
     # the geometry says so too: A's centre lies on the caption's side of B's
-    axis, sign = {"to the left of": ("x", -1), "to the right of": ("x", 1), "above": ("y", -1), "below": ("y", 1)}[relation]
+    sides = {"to the left of": ("x", -1), "to the right of": ("x", 1), "above": ("y", -1), "below": ("y", 1)}
+    axis, sign = sides[relation]
     assert sign * (getattr(a, axis) - getattr(b, axis)) > 0
 
 
@@ -151,10 +152,12 @@ def test_rank_models_sees_rankings_change_with_the_evaluation_set():
 
 
 def test_data_efficiency_curves():
-    curve = probes.data_efficiency({4000: 0.6, 1000: 0.3, 16000: [{"step": 10}, {"step": 300, "val_zeroshot_top1": 0.92}]})
+    history = [{"step": 10}, {"step": 300, "val_zeroshot_top1": 0.92}]
+    curve = probes.data_efficiency({4000: 0.6, 1000: 0.3, 16000: history})
     assert curve["pairs"] == [1000, 4000, 16000] and curve["accuracy"] == [0.3, 0.6, 0.92]
     assert curve["pairs_to_reach"] == {"0.5": 4000, "0.8": 16000, "0.9": 16000}
-    history = [{"step": 10, "loss": 3.0}, {"step": 200, "val_zeroshot_top1": 0.4}, {"step": 400, "val_zeroshot_top1": 0.7}]
+    history = [{"step": 10, "loss": 3.0}, {"step": 200, "val_zeroshot_top1": 0.4},
+               {"step": 400, "val_zeroshot_top1": 0.7}]
     assert probes.history_curve(history, batch_size=256) == {"pairs_seen": [51200, 102400], "accuracy": [0.4, 0.7]}
 
 

@@ -27,8 +27,9 @@ def tiny():
 def test_parsers():
     assert parse_classnames(" red circle, blue star,, ") == ["red circle", "blue star"]
     assert parse_templates("a photo of a {}.\n\n a {}. \n") == ["a photo of a {}.", "a {}."]
-    with pytest.raises(ValueError, match="needs"):
-        parse_templates("a photo of a thing")
+    for bad in ("a photo of a thing", "{} and {}", "a {name}", "a {"):
+        with pytest.raises(ValueError, match="exactly one"):
+            parse_templates(bad)
 
 
 def test_prompt_app_probabilities(tiny):
@@ -98,3 +99,24 @@ def test_image_search_app(tiny):
     app.query_box.value = "   "
     app.update()
     assert app.indices is None and app.error
+
+
+def test_prompt_app_with_a_transformers_clip(tiny, tmp_path):
+    """The app on a model that went through transformers (as OpenAI's CLIP does), with that model's preprocessing."""
+    from PIL import Image
+
+    from miniclip.hf import from_transformers, to_transformers
+
+    _, tokenizer, images, _ = tiny
+    torch.manual_seed(1)
+    plain = MiniCLIP(CLIPConfig.preset("shapes-tiny", stem_channels=(), eot_token_id=tokenizer.end_id,
+                                       vocab_size=tokenizer.vocab_size)).eval()
+    clip, clip_tokenizer = from_transformers(to_transformers(plain, tokenizer, tmp_path / "export"))
+    preprocess = lambda batch: clip_tokenizer.image_transform([Image.fromarray(x) for x in batch])  # noqa: E731
+    app = PromptClassifierApp(clip, clip_tokenizer, images, classnames="red circle, blue star, green heart",
+                              preprocess=preprocess)
+    assert app.probs.shape == (3,) and app.probs.sum().item() == pytest.approx(1.0, abs=1e-5)
+    direct = PromptClassifierApp(plain, tokenizer, images, classnames="red circle, blue star, green heart")
+    torch.testing.assert_close(app.probs, direct.probs, atol=1e-4, rtol=1e-3)  # the same function, both ways
+    search = ImageSearchApp(clip, clip_tokenizer, images, query="a red circle", k=3, preprocess=preprocess)
+    assert search.indices.shape == (3,)
