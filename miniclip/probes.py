@@ -29,7 +29,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from miniclip.data import shapes
-from miniclip.data.shapes import COLOURS, RELATIONS, RENDITIONS, SHAPES, class_names, make_scene, noun_phrase, render
+from miniclip.data.shapes import (COLOURS, RELATIONS, RENDITIONS, SHAPES, caption_core, class_names, make_scene,
+                                  noun_phrase, render)
 from miniclip.evaluate import encode_images, encode_texts, few_shot_curve, fit_logistic_regression, prepare_images
 from miniclip.zeroshot import SHAPES_TEMPLATES, zeroshot_classifier
 
@@ -475,10 +476,6 @@ def best_captions(model, tokenizer, images, pool: list[str]) -> list[str]:
     return [pool[j] for j in sims.argmax(dim=1).tolist()]
 
 
-def _core(caption: str) -> str:
-    return caption[len("a photo of "):] if caption.startswith("a photo of ") else caption
-
-
 def single_object_grammar() -> list[str]:
     """Every caption the grammar has for one object without a word: 36 x ("a red circle", "a small red circle",
     "a large red circle", "one red circle") = 144."""
@@ -504,11 +501,11 @@ def choose_not_generate(model, tokenizer, smoke: bool = False, seed: int = 0, ho
     best = best_captions(model, tokenizer, data.images, pool)
     pool_cores = {}
     for c in pool:  # how many pool entries share each core ("a red circle", "a photo of a red circle")
-        pool_cores[_core(c)] = pool_cores.get(_core(c), 0) + 1
+        pool_cores[caption_core(c)] = pool_cores.get(caption_core(c), 0) + 1
     hits, chances = [], []
     for caption, attributes in zip(best, data.attributes):
         cores = set(shapes.caption_cores(scene_of(attributes)))
-        hits.append(_core(caption) in cores)
+        hits.append(caption_core(caption) in cores)
         chances.append(sum(pool_cores.get(c, 0) for c in cores) / len(pool))
 
     # unseen compositions: describe objects of held-out combinations with the 36 class captions
