@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import torch
 from tokenizers import Tokenizer as HFTokenizer
 from tokenizers import decoders, models, normalizers, pre_tokenizers, processors, trainers
@@ -61,9 +62,11 @@ class Tokenizer:
 
     def encode(self, texts: list[str] | str) -> torch.Tensor:
         """list of B strings -> LongTensor [B, context_length] (a single string gives [1, context_length])."""
-        if isinstance(texts, str):
-            texts = [texts]
-        return torch.tensor([e.ids for e in self.hf.encode_batch(list(texts))], dtype=torch.long)
+        texts = [texts] if isinstance(texts, str) else list(texts)
+        distinct: dict[str, int] = {}
+        rows = [distinct.setdefault(t, len(distinct)) for t in texts]  # captions repeat: encode each one once
+        ids = np.array([e.ids for e in self.hf.encode_batch(list(distinct))], dtype=np.int64)
+        return torch.from_numpy(ids.reshape(-1, self.context_length)[rows])  # [B, context_length]
 
     def decode(self, tokens) -> list[str]:
         """LongTensor [B, T] (or a list of id lists) -> B strings, special tokens removed."""

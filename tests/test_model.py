@@ -74,6 +74,25 @@ def test_causal_text_attention():
         assert not torch.allclose(block(x)[0, 4:], block(y)[0, 4:])
 
 
+def test_text_feature_does_not_depend_on_padding_or_the_rest_of_the_batch():
+    """encode_text drops padding columns past the batch's last end token: a caption's feature must not change
+    with the padding length or with a long caption elsewhere in the batch."""
+    cfg = tiny()
+    model = MiniCLIP(cfg).eval()
+    short = tokens_for(cfg, 4, length=8)  # every end token before column 8
+    padded = torch.cat([short, torch.zeros(4, cfg.context_length - 8, dtype=torch.long)], dim=1)  # [4, 32]
+    long_row = tokens_for(cfg, 1, seed=1)
+    long_row[0, :] = 5
+    long_row[0, -1] = cfg.eot_token_id  # ends at the last column
+    with torch.no_grad():
+        alone = model.encode_text(short)
+        torch.testing.assert_close(model.encode_text(padded), alone, rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(model.encode_text(torch.cat([padded, long_row]))[:4], alone, rtol=1e-5, atol=1e-6)
+        moved = padded.clone()
+        moved[0, 9] = 7  # a token after row 0's end token: its feature is read at the end token, before it
+        torch.testing.assert_close(model.encode_text(moved)[0], alone[0], rtol=1e-5, atol=1e-6)
+
+
 def test_wrong_sizes_raise_clear_errors():
     cfg = tiny()
     model = MiniCLIP(cfg)

@@ -22,7 +22,7 @@ numpy Generator: the same seed gives the same bytes.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass, replace
 from functools import lru_cache
 
 import numpy as np
@@ -120,7 +120,7 @@ class Scene:
             "word": self.word,
             "background": self.background,
             "rendition": self.rendition,
-            "objects": [asdict(o) for o in self.objects],
+            "objects": [dict(vars(o)) for o in self.objects],  # Obj holds only scalars: a shallow copy is a copy
         }
 
     def mirrored(self) -> "Scene":
@@ -215,7 +215,7 @@ def _place_apart(rng, radii: list[float], margin: float, tries: int = 200):
         centres: list[tuple[float, float]] = []
         for r in radii:
             for _ in range(30):
-                x, y = rng.uniform(r + margin, 1.0 - r - margin, 2)
+                x, y = rng.uniform(r + margin, 1.0 - r - margin, 2).tolist()  # Python floats: faster arithmetic
                 if all((x - cx) ** 2 + (y - cy) ** 2 >= (r + cr + GAP) ** 2 for (cx, cy), cr in zip(centres, radii)):
                     centres.append((x, y))
                     break
