@@ -48,7 +48,7 @@ def main(argv=None) -> int:
     runs = Path(args.runs) / ("smoke" if args.smoke else "full")
 
     results = {}
-    for name in args.recipes.split(","):
+    for name in [n for n in args.recipes.split(",") if n]:
         cfg = probes.probe_config(name, smoke=args.smoke)
         t = time.perf_counter()
         run = load_or_train(cfg, runs / name, progress=False)
@@ -68,7 +68,7 @@ def main(argv=None) -> int:
     # every number, one row per key, one column per model
     names = list(results)
     rows = {n: flat(results[n]) for n in names}
-    keys = [k for k in rows[names[0]] if not k.endswith("note")]
+    keys = [k for k in rows[names[0]] if not k.endswith("note")] if names else []
     print("\n" + "probe".ljust(52) + "".join(n[:14].rjust(15) for n in names))
     for k in keys:
         print(k.ljust(52) + "".join(show(rows[n].get(k, "")).rjust(15) for n in names))
@@ -84,7 +84,7 @@ def main(argv=None) -> int:
               f"binding {r['2_binding']['accuracy']:.3f} (0.5), spatial {r['2_spatial']['accuracy']:.3f} (0.5), "
               f"typographic flip rate {r['typographic']['flip_rate']:.3f}, "
               f"follows word {r['typographic']['follows_word_rate']:.3f}, "
-              f"bias gap (shapes) {r['8_bias']['gap_shapes']:+.3f}")
+              f"bias gap (added class) {r['8_bias']['gap_added_class']:+.3f}")
     if len(names) > 1:
         ranked = probes.rank_models(results)
         print("  ranking by evaluation set:", json.dumps(ranked["winner"]))
@@ -93,15 +93,14 @@ def main(argv=None) -> int:
 
     if args.data_efficiency:
         spec = probes.DATA_EFFICIENCY
-        accuracy = {}
+        accuracy, steps = {}, 40 if args.smoke else spec["steps"]
         for n_images in spec["num_images"]:
-            cfg = probes.probe_config(spec["recipe"], smoke=args.smoke, num_images=n_images,
-                                      steps=40 if args.smoke else spec["steps"], eval_every=0)
+            cfg = probes.probe_config(spec["recipe"], smoke=args.smoke, num_images=n_images, steps=steps, eval_every=0)
             run = load_or_train(cfg, runs / f"data_{n_images}", progress=False)
             accuracy[n_images] = run.history
         curve = probes.data_efficiency(accuracy)
-        print("\ndata efficiency (unique training pairs -> zero-shot top-1 after "
-              f"{spec['steps']} steps):", json.dumps(curve))
+        print(f"\ndata efficiency (distinct training images -> zero-shot top-1 after {steps} steps):",
+              json.dumps(curve))
     return 0
 
 
