@@ -780,12 +780,28 @@ def few_shot(model, tokenizer, smoke: bool = False, seed: int = 0) -> dict:
 # Everything at once
 
 
-def run_probes(model, tokenizer, smoke: bool = False, seed: int = 0) -> dict:
+def _learning_curve(history, batch_size, thresholds=(0.5, 0.8, 0.9)) -> dict:
+    """Limitation 5 for one run: its periodic zero-shot evaluations as a curve (see history_curve)."""
+    chance = 1 / len(class_names())
+    curve = history_curve(history, batch_size) if history and batch_size else {"pairs_seen": []}
+    if not curve["pairs_seen"]:
+        return {"note": "needs a run with periodic zero-shot evaluations (eval_every), or runs on different amounts "
+                        "of data: train DATA_EFFICIENCY's runs and pass their accuracies to data_efficiency()",
+                "chance": chance}
+    reach = {str(t): next((p for p, a in zip(curve["pairs_seen"], curve["accuracy"]) if a >= t), None)
+             for t in thresholds}
+    return {**curve, "pairs_to_reach": reach, "chance": chance}
+
+
+def run_probes(model, tokenizer, smoke: bool = False, seed: int = 0, history: list[dict] | None = None,
+               batch_size: int | None = None) -> dict:
     """Every single-model probe, one key per limitation; a JSON-serialisable dict of dicts of numbers.
 
-    Limitations 5 (data efficiency) and 8 (bias) need several runs: 5 is a note pointing to data_efficiency,
-    8 measures the rates of the planted BIAS correlation (meaningful for a model trained with RECIPES["bias"];
-    an unbiased model should show gaps near 0).
+    history, batch_size: the run's metrics (TrainResult.history, or metrics.jsonl) and pairs per step. Limitation 5
+    (data efficiency) is then the run's own learning curve: zero-shot top-1 against pairs seen, and the pairs it
+    took to reach 50/80/90%; without a history with periodic evaluations it is a note pointing to
+    data_efficiency. Limitation 8 (bias) measures the rates of the planted BIAS correlation (meaningful for a model
+    trained with RECIPES["bias"]; an unbiased model should show gaps near 0).
     """
     model.eval()
     cnn = _supervised_cnn(model, smoke, seed)  # one supervised baseline for limitations 1 and 3
@@ -798,11 +814,7 @@ def run_probes(model, tokenizer, smoke: bool = False, seed: int = 0) -> dict:
         "3_distribution_shift": distribution_shift(model, tokenizer, smoke, seed, cnn=cnn),
         "typographic": typographic(model, tokenizer, smoke, seed),
         "4_choose_not_generate": choose_not_generate(model, tokenizer, smoke, seed),
-        "5_data_efficiency": {
-            "note": "needs runs on different amounts of data: train DATA_EFFICIENCY's runs, pass their "
-                    "accuracies to data_efficiency(), or history_curve() of a run with periodic evaluation",
-            "chance": 1 / len(class_names()),
-        },
+        "5_data_efficiency": _learning_curve(history, batch_size),
         "6_validation_reuse": validation_reuse(model, tokenizer, smoke, seed),
         "8_bias": bias(model, tokenizer, smoke, seed),
         "9_few_shot": few_shot(model, tokenizer, smoke, seed),

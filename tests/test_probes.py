@@ -101,6 +101,28 @@ def test_cli_probe_prints_json_with_every_key(run, capsys):
     assert printed == json.loads(json.dumps(results))
 
 
+def test_cli_probe_reads_the_learning_curve_of_a_run_with_evaluations(run, capsys, tmp_path):
+    """Limitation 5 of one run: its periodic zero-shot evaluations (metrics.jsonl) against pairs seen."""
+    import shutil
+
+    from miniclip.cli import main
+
+    *_, out, results = run
+    assert "note" in results["5_data_efficiency"]  # trained without evaluations: nothing to draw a curve from
+    copy = tmp_path / "run"
+    shutil.copytree(out, copy)
+    rows = [{"step": 10, "val_zeroshot_top1": 0.3}, {"step": 20, "val_zeroshot_top1": 0.85},
+            {"step": 30, "val_zeroshot_top1": 0.8}]
+    with open(copy / "metrics.jsonl", "a") as f:
+        f.writelines(json.dumps(r) + "\n" for r in rows)
+    assert main(["probe", str(copy), "--json", "--smoke"]) == 0
+    curve = json.loads(capsys.readouterr().out)["5_data_efficiency"]
+    assert curve["pairs_seen"] == [640, 1280, 1920]  # steps x the run's batch size (64)
+    assert curve["accuracy"] == [0.3, 0.85, 0.8]
+    assert curve["pairs_to_reach"] == {"0.5": 1280, "0.8": 1280, "0.9": None}
+    assert curve["chance"] == pytest.approx(1 / 36)
+
+
 @pytest.mark.parametrize("relation", shapes.RELATIONS)
 def test_spatial_swapped_caption_is_the_false_one(relation):
     scene = make_scene("relation", 5, relation=relation)
