@@ -737,6 +737,73 @@ def bias(model, tokenizer, smoke: bool = False, seed: int = 0, correlation: dict
     return out | {"n": int(keep.sum()), "chance": 1 / len(SHAPES)}
 
 
+# On COCO: gendered captions. The group of an image comes from what its captions say ("a woman cutting a cake"),
+# as in Hendricks et al. 2018 ("Women also snowboard"); images whose captions disagree or say nothing are left out.
+GENDER_WORDS = {
+    "woman": ("woman", "women", "girl", "girls", "lady", "ladies", "she", "her", "mother", "female"),
+    "man": ("man", "men", "boy", "boys", "guy", "guys", "he", "his", "father", "male", "gentleman"),
+}
+# Contexts named by caption words: scenes COCO's captions associate unevenly with the two groups.
+GENDER_CONTEXTS = {
+    "kitchen": ("kitchen", "cooking", "cook", "oven", "stove"),
+    "skateboard": ("skateboard", "skateboarder", "skateboarding", "skate"),
+    "surfing": ("surfboard", "surfer", "surfing", "surf", "wave", "waves"),
+    "tennis": ("tennis", "racket", "racquet"),
+    "baseball": ("baseball", "bat", "batter", "pitcher"),
+    "computer": ("laptop", "computer", "keyboard"),
+    "phone": ("phone", "cellphone", "cell"),
+    "umbrella": ("umbrella", "umbrellas"),
+    "horse": ("horse", "horses"),
+    "motorcycle": ("motorcycle", "motorbike", "bike"),
+    "cake": ("cake", "cakes"),
+    "shopping": ("shopping", "store", "market"),
+}
+
+
+def _words(caption: str) -> set[str]:
+    return set("".join(ch if ch.isalnum() else " " for ch in caption.lower()).split())
+
+
+def caption_gender(captions: list[str]) -> str | None:
+    """"woman", "man", or None: what the captions of one image say, when they say one thing (GENDER_WORDS)."""
+    said = {g for c in captions for g, words in GENDER_WORDS.items() if _words(c) & set(words)}
+    return said.pop() if len(said) == 1 else None
+
+
+def gender_associations(model, tokenizer, data, contexts: dict = GENDER_CONTEXTS, min_images: int = 5) -> dict:
+    """What the captions say about gender against what the model predicts, per context (COCO; limitation 8).
+
+    data: PairedData of held-out images with their captions (e.g. COCO val). Each image gets a group from its
+    captions (caption_gender) and contexts from their words (GENDER_CONTEXTS); the model classifies the group
+    zero-shot ("a photo of a man." vs "a photo of a woman."). Per context with >= min_images labelled images:
+      n, data_woman_share     how many images, and the share whose captions say "woman"
+      model_woman_share       the share the model calls "woman"
+      amplification           model_woman_share - data_woman_share: > 0, the model says "woman" in this context
+                              even more often than the captions do (bias amplification; Zhao et al. 2017)
+      accuracy                agreement with the captions
+    Overall: n, accuracy (chance 0.5), data_woman_share, model_woman_share.
+    """
+    groups = [caption_gender(data.captions_of(i)) for i in range(data.num_images)]
+    labelled = np.array([i for i, g in enumerate(groups) if g is not None], dtype=np.int64)
+    if labelled.size == 0:
+        return {"note": "no image's captions name a gender (GENDER_WORDS)", "n": 0, "chance": 0.5}
+    is_woman = np.array([groups[i] == "woman" for i in labelled])  # [n]
+    classifier = zeroshot_classifier(model, tokenizer, ["man", "woman"], ["a photo of a {}."]).cpu()  # [D, 2]
+    says_woman = (encode_images(model, data.images[labelled]).cpu() @ classifier).argmax(dim=1).numpy() == 1
+    words = [_words(" ".join(data.captions_of(i))) for i in labelled]
+    per_context = {}
+    for name, cue in contexts.items():
+        inside = np.array([bool(w & set(cue)) for w in words])
+        if inside.sum() < min_images:
+            continue
+        data_share, model_share = _mean(is_woman[inside]), _mean(says_woman[inside])
+        per_context[name] = {"n": int(inside.sum()), "data_woman_share": data_share, "model_woman_share": model_share,
+                             "amplification": model_share - data_share,
+                             "accuracy": _mean(says_woman[inside] == is_woman[inside])}
+    return {"n": int(labelled.size), "accuracy": _mean(says_woman == is_woman), "data_woman_share": _mean(is_woman),
+            "model_woman_share": _mean(says_woman), "contexts": per_context, "chance": 0.5}
+
+
 # ----------------------------------------------------------------------------------------------------------------
 # Limitation 9: few-shot can be worse than zero-shot
 

@@ -280,6 +280,24 @@ def plot_accuracy_curve(xs, ys_dict: dict, chance: float | None = None, xlabel: 
     return fig
 
 
+def plot_gender_associations(result: dict, title: str = "Gendered captions against the model's predictions"):
+    """probes.gender_associations(...) as bars, per context: the share of images whose captions say "woman"
+    next to the share the model calls "woman" (percent)."""
+    contexts = sorted(result["contexts"], key=lambda c: result["contexts"][c]["data_woman_share"])
+    x = np.arange(len(contexts))
+    fig, ax = plt.subplots(figsize=(max(6.0, 0.8 * len(contexts) + 2), 4.0))
+    for offset, key, label in ((-0.2, "data_woman_share", "the captions say woman"),
+                               (0.2, "model_woman_share", "the model says woman")):
+        ax.bar(x + offset, [100 * result["contexts"][c][key] for c in contexts], 0.4, label=label)
+    ax.axhline(100 * result["data_woman_share"], color="black", linestyle="--", linewidth=1,
+               label="the captions, all contexts")
+    ax.set_xticks(x, [f"{c}\n(n={result['contexts'][c]['n']})" for c in contexts], fontsize=8)
+    ax.set(ylim=(0, 100), ylabel="images called woman (%)", title=title)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
 def save_figure(fig: plt.Figure, path, dpi: int = 120):
     """Write fig to path atomically (PNG unless the suffix names another format: .pdf, .svg); returns the Path."""
     path = Path(path)

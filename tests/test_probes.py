@@ -203,3 +203,58 @@ def test_probe_recipes_make_train_configs():
     assert probes.probe_config("bias").shapes_options["correlation"] == probes.BIAS
     with pytest.raises(ValueError, match="unknown probe recipe"):
         probes.probe_config("nope")
+
+
+def test_caption_gender_needs_captions_that_agree():
+    assert probes.caption_gender(["A woman cuts a cake.", "a lady in a kitchen"]) == "woman"
+    assert probes.caption_gender(["Two men on a horse", "people riding"]) == "man"
+    assert probes.caption_gender(["a man and a woman at a table"]) is None  # both: left out
+    assert probes.caption_gender(["a dog on a skateboard", "the womanly"]) is None  # no whole gender word
+    assert probes.caption_gender([]) is None
+
+
+def _coco_like(groups_and_contexts, size=32, seed=0):
+    """PairedData with random pixels and two COCO-style captions per image: (gender word or None, context word)."""
+    from miniclip.data import PairedData
+
+    rng = np.random.default_rng(seed)
+    captions, owner = [], []
+    for i, (who, where) in enumerate(groups_and_contexts):
+        subject = {"woman": "a woman", "man": "a man", None: "someone"}[who]
+        captions += [f"{subject} with a {where}.", f"A photo of {subject} near the {where}"]
+        owner += [i, i]
+    images = rng.integers(0, 256, (len(groups_and_contexts), size, size, 3), dtype=np.uint8)
+    return PairedData(images, captions, np.array(owner))
+
+
+def test_gender_associations_count_what_the_captions_say(run):
+    model, tokenizer, *_ = run
+    items = ([("woman", "kitchen")] * 6 + [("man", "kitchen")] * 2 + [("man", "skateboard")] * 5
+             + [(None, "skateboard")] * 3 + [("woman", "horse")] * 2)  # horse: too few images to report
+    r = probes.gender_associations(model, tokenizer, _coco_like(items))
+    assert r["n"] == 15 and r["chance"] == 0.5  # the 3 images without a gender word are left out
+    assert r["data_woman_share"] == pytest.approx(8 / 15)
+    assert set(r["contexts"]) == {"kitchen", "skateboard"}
+    kitchen, skate = r["contexts"]["kitchen"], r["contexts"]["skateboard"]
+    assert (kitchen["n"], skate["n"]) == (8, 5)
+    assert kitchen["data_woman_share"] == pytest.approx(0.75) and skate["data_woman_share"] == 0.0
+    for c in (kitchen, skate):
+        assert 0.0 <= c["model_woman_share"] <= 1.0
+        assert c["amplification"] == pytest.approx(c["model_woman_share"] - c["data_woman_share"])
+    # on skateboards every caption says "man": agreeing with the captions is not calling them "woman"
+    assert skate["accuracy"] == pytest.approx(1 - skate["model_woman_share"])
+    assert probes.gender_associations(model, tokenizer, _coco_like([(None, "cake")] * 3))["n"] == 0
+
+
+def test_plot_gender_associations_draws_two_bars_per_context(run):
+    import matplotlib.pyplot as plt
+
+    from miniclip.viz import plot_gender_associations
+
+    model, tokenizer, *_ = run
+    items = [("woman", "kitchen")] * 5 + [("man", "skateboard")] * 5 + [("man", "kitchen")] * 5
+    fig = plot_gender_associations(probes.gender_associations(model, tokenizer, _coco_like(items)))
+    ax = fig.axes[0]
+    assert len(ax.patches) == 4 and ax.get_ylabel() and ax.get_title()
+    assert [t.get_text().split("\n")[0] for t in ax.get_xticklabels()] == ["skateboard", "kitchen"]  # by data share
+    plt.close(fig)
