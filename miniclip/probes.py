@@ -346,6 +346,49 @@ def spatial(model, tokenizer, smoke: bool = False, seed: int = 0) -> dict:
     }
 
 
+WORD_ORDER_PERTURBATIONS = ("shuffle_all", "reverse_trigrams", "shuffle_within_trigrams", "swap_halves")
+
+
+def word_order_perturbations(caption: str, rng) -> dict[str, str]:
+    """Four reorderings of a caption's words, after ARO's COCO-Order (Yuksekgonul et al., 2023): the same words,
+    so a bag-of-words model scores each exactly like the caption."""
+    w = caption.strip().rstrip(".").split()
+    trigrams = [w[i:i + 3] for i in range(0, len(w), 3)]
+    return {
+        "shuffle_all": " ".join(rng.permutation(w).tolist()),
+        "reverse_trigrams": " ".join(x for t in trigrams[::-1] for x in t),
+        "shuffle_within_trigrams": " ".join(x for t in trigrams for x in rng.permutation(t).tolist()),
+        "swap_halves": " ".join(w[len(w) // 2:] + w[:len(w) // 2]),
+    }
+
+
+def word_order(model, tokenizer, data, max_images: int = 500, seed: int = 0) -> dict:
+    """Word order on any captioned data (shapes or COCO): the true caption against four reorderings of its words.
+
+    data: PairedData of held-out images; each image's first caption and its WORD_ORDER_PERTURBATIONS (images whose
+    caption has a reordering equal to itself are skipped). Returns accuracy (the true caption scores highest of 5;
+    chance 0.2), per_perturbation {name: true vs that one, chance 0.5}, n.
+    """
+    rng = np.random.default_rng(seed)
+    order = rng.permutation(data.num_images)
+    kept, options = [], []
+    for i in order:
+        caption = data.captions_of(int(i))[0].strip().rstrip(".")
+        reordered = word_order_perturbations(caption, rng)
+        if caption not in reordered.values() and len(set(reordered.values())) == len(reordered):
+            kept.append(int(i))
+            options.append([caption, *reordered.values()])
+        if len(kept) == max_images:
+            break
+    if not kept:
+        return {"note": "no caption has four distinct reorderings", "n": 0, "chance": 0.2}
+    scores = caption_scores(model, tokenizer, data.images[kept], options)  # [n, 5]
+    per = {name: _mean(choice_credit(scores[:, [0, j + 1]], np.zeros(len(kept), dtype=int)))
+           for j, name in enumerate(WORD_ORDER_PERTURBATIONS)}
+    return {"accuracy": _mean(choice_credit(scores, np.zeros(len(kept), dtype=int))), "per_perturbation": per,
+            "n": len(kept), "chance": 0.2, "chance_per_perturbation": 0.5}
+
+
 def binding_captions(scene) -> tuple[str, str]:
     """(true, colour-swapped) captions of a two-object scene: "a red circle and a blue star" and
     "a blue circle and a red star" - same words, the colours bound to the other shapes."""

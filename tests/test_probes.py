@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from miniclip import probes
-from miniclip.data import shapes
+from miniclip.data import load_pairs, shapes
 from miniclip.data.shapes import caption_cores, make_scene, render
 
 PROBE_KEYS = ["1_below_sota", "2_counting", "2_spatial", "2_binding", "2_fine_grained", "3_distribution_shift",
@@ -258,3 +258,28 @@ def test_plot_gender_associations_draws_two_bars_per_context(run):
     assert len(ax.patches) == 4 and ax.get_ylabel() and ax.get_title()
     assert [t.get_text().split("\n")[0] for t in ax.get_xticklabels()] == ["skateboard", "kitchen"]  # by data share
     plt.close(fig)
+
+
+def test_word_order_perturbations_keep_the_words_and_change_the_order():
+    rng = np.random.default_rng(0)
+    caption = "a man riding a wave on top of a surfboard"
+    reordered = probes.word_order_perturbations(caption + ".", rng)
+    assert list(reordered) == list(probes.WORD_ORDER_PERTURBATIONS)
+    for text in reordered.values():
+        assert sorted(text.split()) == sorted(caption.split()) and text != caption
+    words = caption.split()
+    assert reordered["reverse_trigrams"].split() == words[9:] + words[6:9] + words[3:6] + words[0:3]
+    assert reordered["swap_halves"].split() == words[5:] + words[:5]
+
+
+def test_word_order_probe_scores_the_true_caption_against_four_reorderings(run, monkeypatch):
+    model, tokenizer, *_ = run
+    data = load_pairs("shapes", "test", n=60, seed=0)
+    r = probes.word_order(model, tokenizer, data, max_images=20)
+    assert 0 < r["n"] <= 20 and r["chance"] == 0.2
+    assert 0.0 <= r["accuracy"] <= 1.0 and set(r["per_perturbation"]) == set(probes.WORD_ORDER_PERTURBATIONS)
+    # a model that cannot see order scores all five the same: ties share the credit, so exactly chance
+    monkeypatch.setattr(probes, "caption_scores", lambda m, t, images, options: torch.zeros(len(options), 5))
+    blind = probes.word_order(model, tokenizer, data, max_images=20)
+    assert blind["accuracy"] == pytest.approx(0.2)
+    assert all(v == pytest.approx(0.5) for v in blind["per_perturbation"].values())
