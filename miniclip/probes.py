@@ -636,7 +636,7 @@ CANDIDATE_TEMPLATES = [
 ]
 
 
-def validation_reuse(model, tokenizer, smoke: bool = False, seed: int = 0) -> dict:
+def validation_reuse(model, tokenizer, smoke: bool = False, seed: int = 0, rendition: str = "normal") -> dict:
     """Choose the best prompt template set on a small validation split, then look at it on a large test split.
 
     The paper admits that developing CLIP meant querying full validation sets many times, so its zero-shot
@@ -656,7 +656,7 @@ def validation_reuse(model, tokenizer, smoke: bool = False, seed: int = 0) -> di
     text = text.view(len(names), len(templates), -1)  # [K, T, D]
     splits = {}
     for split, (n, k) in {"val": (_size(smoke, "val_per_class"), 7), "test": (_size(smoke, "per_class"), 8)}.items():
-        data, labels = shapes.single_object_set(n, seed=_stream(seed, k), image_size=size)
+        data, labels = shapes.single_object_set(n, seed=_stream(seed, k), image_size=size, rendition=rendition)
         splits[split] = (encode_images(model, data.images).cpu(), torch.as_tensor(labels))
     accuracy = {"val": [], "test": []}
     for cand in candidates:

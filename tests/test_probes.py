@@ -283,3 +283,13 @@ def test_word_order_probe_scores_the_true_caption_against_four_reorderings(run, 
     blind = probes.word_order(model, tokenizer, data, max_images=20)
     assert blind["accuracy"] == pytest.approx(0.2)
     assert all(v == pytest.approx(0.5) for v in blind["per_perturbation"].values())
+
+
+def test_validation_reuse_on_another_rendition_uses_those_images(run):
+    model, tokenizer, *_ = run
+    normal = probes.validation_reuse(model, tokenizer, smoke=True)
+    sketch = probes.validation_reuse(model, tokenizer, smoke=True, rendition="sketch")
+    assert normal["n_candidates"] == sketch["n_candidates"] and normal["n_val"] == sketch["n_val"]
+    assert normal != sketch  # other images, other accuracies
+    with pytest.raises(ValueError, match="rendition"):
+        probes.validation_reuse(model, tokenizer, smoke=True, rendition="watercolour")
