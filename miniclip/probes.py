@@ -87,10 +87,10 @@ def probe_config(name: str, smoke: bool = False, **overrides):
 
 # Images per probe: "full" gives a standard error of about 2-3 points; "smoke" only checks that things run.
 SIZES = {
-    "full": dict(per_kind=100, per_class=20, train_per_class=50, few_shot_per_class=16, val_per_class=3,
+    "full": dict(word_order_images=300, per_kind=100, per_class=20, train_per_class=50, few_shot_per_class=16, val_per_class=3,
                  pool_images=1000, holdout_images=50, cnn_steps=300, ks=(1, 2, 4, 8, 16), seeds=(0, 1, 2),
                  subsets=40),
-    "smoke": dict(per_kind=4, per_class=1, train_per_class=2, few_shot_per_class=2, val_per_class=1,
+    "smoke": dict(word_order_images=20, per_kind=4, per_class=1, train_per_class=2, few_shot_per_class=2, val_per_class=1,
                   pool_images=24, holdout_images=2, cnn_steps=5, ks=(1, 2), seeds=(0,), subsets=3),
 }
 
@@ -360,6 +360,14 @@ def word_order_perturbations(caption: str, rng) -> dict[str, str]:
         "shuffle_within_trigrams": " ".join(x for t in trigrams for x in rng.permutation(t).tolist()),
         "swap_halves": " ".join(w[len(w) // 2:] + w[:len(w) // 2]),
     }
+
+
+def _held_out_pairs(model, smoke: bool, seed: int):
+    """Held-out shapes scenes with their captions (the test split), sized for word_order."""
+    from miniclip.data import load_pairs
+
+    n = 4 * _size(smoke, "word_order_images")  # short captions have no four distinct reorderings: draw more
+    return load_pairs("shapes", "test", image_size=model.config.image_size, n=n, seed=seed)
 
 
 def word_order(model, tokenizer, data, max_images: int = 500, seed: int = 0) -> dict:
@@ -919,6 +927,8 @@ def run_probes(model, tokenizer, smoke: bool = False, seed: int = 0, history: li
         "1_below_sota": supervised_vs_zeroshot(model, tokenizer, smoke, seed, cnn=cnn),
         "2_counting": counting(model, tokenizer, smoke, seed),
         "2_spatial": spatial(model, tokenizer, smoke, seed),
+        "2_word_order": word_order(model, tokenizer, _held_out_pairs(model, smoke, seed),
+                                   max_images=_size(smoke, "word_order_images"), seed=seed),
         "2_binding": binding(model, tokenizer, smoke, seed),
         "2_fine_grained": fine_grained(model, tokenizer, smoke, seed),
         "3_distribution_shift": distribution_shift(model, tokenizer, smoke, seed, cnn=cnn),
@@ -930,7 +940,7 @@ def run_probes(model, tokenizer, smoke: bool = False, seed: int = 0, history: li
         "9_few_shot": few_shot(model, tokenizer, smoke, seed),
     }
     results["7_eval_set_choice"] = eval_set_scores(results)
-    order = ["1_below_sota", "2_counting", "2_spatial", "2_binding", "2_fine_grained", "3_distribution_shift",
-             "4_choose_not_generate", "5_data_efficiency", "6_validation_reuse", "7_eval_set_choice", "8_bias",
+    order = ["1_below_sota", "2_counting", "2_spatial", "2_word_order", "2_binding", "2_fine_grained",
+             "3_distribution_shift", "4_choose_not_generate", "5_data_efficiency", "6_validation_reuse", "7_eval_set_choice", "8_bias",
              "9_few_shot", "typographic"]
     return {key: results[key] for key in order}

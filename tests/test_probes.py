@@ -14,10 +14,10 @@ from miniclip import probes
 from miniclip.data import load_pairs, shapes
 from miniclip.data.shapes import caption_cores, make_scene, render
 
-PROBE_KEYS = ["1_below_sota", "2_counting", "2_spatial", "2_binding", "2_fine_grained", "3_distribution_shift",
-              "4_choose_not_generate", "5_data_efficiency", "6_validation_reuse", "7_eval_set_choice", "8_bias",
+PROBE_KEYS = ["1_below_sota", "2_counting", "2_spatial", "2_word_order", "2_binding", "2_fine_grained",
+              "3_distribution_shift", "4_choose_not_generate", "5_data_efficiency", "6_validation_reuse", "7_eval_set_choice", "8_bias",
               "9_few_shot", "typographic"]
-CHANCE = {"1_below_sota": 1 / 36, "2_counting": 1 / 3, "2_spatial": 0.5, "2_binding": 0.5, "2_fine_grained": 0.5,
+CHANCE = {"1_below_sota": 1 / 36, "2_counting": 1 / 3, "2_spatial": 0.5, "2_word_order": 0.2, "2_binding": 0.5, "2_fine_grained": 0.5,
           "3_distribution_shift": 1 / 36, "typographic": 1 / 36, "4_choose_not_generate": 1 / 36,
           "5_data_efficiency": 1 / 36, "6_validation_reuse": 1 / 36, "8_bias": 1 / 6, "9_few_shot": 1 / 36}
 # numbers that are not fractions of 0..1: counts, sizes, score differences
