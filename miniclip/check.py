@@ -266,6 +266,91 @@ def check_siglip_loss(fn: Callable) -> CheckResult:
     return result
 
 
+def check_choice_credit(fn: Callable) -> CheckResult:
+    """fn(scores [N, M], answer int [N]) -> credit float [N]: 1 when the answer scores highest, 1/t when t options
+    tie for the highest score, else 0 (lesson 07). Ties must share the credit: a model that gives every option the
+    same score has learned nothing, and must score chance, not 100%."""
+    from miniclip.probes import choice_credit
+
+    def argmax_credit(scores, answer):
+        return (torch.as_tensor(scores).argmax(dim=1) == torch.as_tensor(answer)).float()
+
+    def full_tie_credit(scores, answer):
+        scores = torch.as_tensor(scores)
+        best = scores.max(dim=1).values
+        return (scores[torch.arange(len(scores)), torch.as_tensor(answer)] == best).float()
+
+    g = torch.Generator().manual_seed(7)
+    tied = torch.tensor([[0.5, 0.5, 0.1], [0.2, 0.9, 0.9], [0.3, 0.3, 0.3], [1.0, 0.0, 0.0], [0.0, 0.4, 0.2]])
+    inputs = [(tied, torch.tensor([0, 1, 2, 1, 1])), (tied, torch.tensor([1, 2, 0, 0, 2])),
+              (torch.randn(6, 5, generator=g), torch.tensor([0, 1, 2, 3, 4, 0]))]
+    mistakes = {
+        "you used argmax: on a tie it picks the first option, so a model that scores everything the same gets full "
+        "marks whenever the answer comes first. With t options tied for the top, the answer gets 1/t": argmax_credit,
+        "a tie gives full credit to every tied option; with t options tied for the top, the answer gets 1/t":
+            full_tie_credit,
+    }
+    result = _diagnose("choice_credit", fn, lambda s, a: torch.as_tensor(choice_credit(s, a)), mistakes, inputs)
+    print(result)
+    return result
+
+
+def check_swap_relation(fn: Callable) -> CheckResult:
+    """fn(caption) -> the caption with the two objects of its relation swapped, or None without a relation
+    (lesson 07; the hard negative of NegCLIP). "a photo of " and a final full stop stay where they are."""
+    from miniclip.train import swap_relation
+
+    cases = ["a red circle to the left of a blue star", "a photo of a small green heart above a large yellow cross",
+             "a purple square below an orange triangle.", "a photo of a red cross to the right of a blue heart.",
+             "two red stars", "a red circle and a blue star"]
+    mistakes = {
+        "you changed the relation word instead of swapping the objects: 'B right of A' says the same as 'A left of "
+        "B', a true caption, not a negative": lambda c: _replace_relation(c),
+        "'a photo of ' moved with the first object; keep the prefix at the start": lambda c: _swap_keeping_nothing(c),
+    }
+    for caption in cases:
+        try:
+            got = fn(caption)
+        except NotImplementedError:
+            result = CheckResult("swap_relation", "wrong", hint="not implemented yet: replace the `raise NotImplementedError` with your code")
+            break
+        expected = swap_relation(caption)
+        if got != expected:
+            hint = f"swap_relation({caption!r}) gave {got!r}, expected {expected!r}"
+            if expected is None:
+                hint += " (no relation word: return None)"
+            for why, mistake in mistakes.items():
+                if got is not None and got == mistake(caption):
+                    hint += f". It looks like {why}"
+            result = CheckResult("swap_relation", "wrong", hint=hint)
+            break
+    else:
+        result = CheckResult("swap_relation", "exact")
+    print(result)
+    return result
+
+
+_OPPOSITE = {" to the left of ": " to the right of ", " to the right of ": " to the left of ", " above ": " below ",
+             " below ": " above "}
+
+
+def _replace_relation(caption: str):
+    for rel, opposite in _OPPOSITE.items():
+        if rel in caption:
+            return caption.replace(rel, opposite, 1)
+    return None
+
+
+def _swap_keeping_nothing(caption: str):
+    stop = "." if caption.endswith(".") else ""
+    body = caption[: len(caption) - len(stop)]
+    for rel in _OPPOSITE:
+        if rel in body:
+            left, right = body.split(rel, 1)
+            return f"{right}{rel}{left}{stop}"
+    return None
+
+
 def check_to_context(fn: Callable, tokenizer) -> CheckResult:
     """fn(ids, context_length, start_id, end_id, pad_id) -> the row of exactly context_length ids the text tower reads.
 

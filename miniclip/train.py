@@ -135,17 +135,16 @@ RELATION_WORDS = (" to the left of ", " to the right of ", " above ", " below ")
 def swap_relation(caption: str) -> str | None:
     """'a red circle to the left of a blue star' -> 'a blue star to the left of a red circle' (None if no relation).
 
-    The same words in another order: a bag-of-words text encoder cannot tell the two apart, so as an extra
+    A leading "a photo of " and a final full stop stay where they are. The same words in another order: a bag-of-words text encoder cannot tell the two apart, so as an extra
     negative it forces the model to use word order (NegCLIP, Yuksekgonul et al., 2023).
     """
+    stop = "." if caption.endswith(".") else ""  # the full stop stays at the end
+    caption = caption[: len(caption) - len(stop)]
+    prefix = "a photo of " if caption.startswith("a photo of ") else ""  # so does the prefix
     for rel in RELATION_WORDS:
         if rel in caption:
-            left, right = caption.split(rel, 1)
-            prefix = ""
-            for p in ("a photo of ",):
-                if left.startswith(p):
-                    prefix, left = p, left[len(p):]
-            return f"{prefix}{right.rstrip('.')}{rel}{left}"
+            left, right = caption[len(prefix):].split(rel, 1)
+            return f"{prefix}{right}{rel}{left}{stop}"
     return None
 
 

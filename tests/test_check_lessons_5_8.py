@@ -132,3 +132,65 @@ def test_siglip_reference_matches_a_loop():
 def test_siglip_names_the_mistake(wrong, hint):
     r = check_siglip_loss(wrong)
     assert not r and hint in r.hint
+
+
+# ---------------------------------------------------------------------------------------------- 07: failure modes
+
+def credit_solution(scores, answer):  # the notebook's solution
+    scores, answer = torch.as_tensor(scores), torch.as_tensor(answer)
+    top = scores == scores.max(dim=1, keepdim=True).values  # [N, M]: which options tie for the best
+    return top[torch.arange(len(scores)), answer].float() / top.sum(dim=1)
+
+
+def test_choice_credit_accepts_the_solution():
+    from miniclip.check import check_choice_credit
+
+    assert check_choice_credit(credit_solution)
+    assert check_choice_credit(lambda s, a: credit_solution(s, a).double().numpy())  # numpy is fine too
+
+
+@pytest.mark.parametrize("wrong, hint", [
+    (lambda s, a: (torch.as_tensor(s).argmax(dim=1) == torch.as_tensor(a)).float(), "argmax"),
+    (lambda s, a: (torch.as_tensor(s)[torch.arange(len(s)), torch.as_tensor(a)] == torch.as_tensor(s).max(dim=1).values).float(),
+     "full credit"),
+    (lambda s, a: credit_solution(s, a).mean(), "shape"),
+    (stub, "not implemented"),
+])
+def test_choice_credit_names_the_mistake(wrong, hint):
+    from miniclip.check import check_choice_credit
+
+    r = check_choice_credit(wrong)
+    assert not r and hint in r.hint
+
+
+def swap_solution(caption):  # the notebook's solution
+    stop = "." if caption.endswith(".") else ""
+    caption = caption.removesuffix(".")
+    prefix = "a photo of " if caption.startswith("a photo of ") else ""
+    for rel in (" to the left of ", " to the right of ", " above ", " below "):
+        if rel in caption:
+            a, b = caption.removeprefix(prefix).split(rel, 1)
+            return prefix + b + rel + a + stop
+    return None
+
+
+def test_swap_relation_accepts_the_solution():
+    from miniclip.check import check_swap_relation
+
+    assert check_swap_relation(swap_solution)
+
+
+@pytest.mark.parametrize("wrong, hint", [
+    (lambda c: c.replace(" to the left of ", " to the right of ").replace(" above ", " below "), "relation word"),
+    (lambda c: None if " and " in c or "two" in c else " ".join(reversed(c.split(" to the left of "))), "expected"),
+    (lambda c: swap_solution(c.removeprefix("a photo of ")) if c.startswith("a photo of") else swap_solution(c), "expected"),
+    (lambda c: swap_solution(c) or c, "return None"),
+    (lambda c: swap_solution(c.removeprefix("a photo of ")).replace(" above ", " above a photo of ", 1)
+     if c.startswith("a photo of ") and swap_solution(c) else swap_solution(c), "prefix"),
+    (stub, "not implemented"),
+])
+def test_swap_relation_names_the_mistake(wrong, hint):
+    from miniclip.check import check_swap_relation
+
+    r = check_swap_relation(wrong)
+    assert not r and hint in r.hint

@@ -21,6 +21,8 @@ def test_swap_relation():
     assert swap_relation("a red circle to the left of a blue star") == "a blue star to the left of a red circle"
     assert swap_relation("a photo of a red circle above a blue star") == "a photo of a blue star above a red circle"
     assert swap_relation("two blue squares") is None
+    assert swap_relation("a photo of a small red heart below a cross.") == "a photo of a cross below a small red heart."
+    assert swap_relation("a red circle and a blue star") is None
 
 
 def test_lr_schedule_warmup_then_cosine():
