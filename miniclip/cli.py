@@ -56,10 +56,10 @@ def _eval(args) -> int:
 
 def _probe(args) -> int:
     from miniclip.probes import run_probes
+    from miniclip.train import read_jsonl
 
     model, tokenizer, run = _load_run(args.run_dir)
-    metrics = Path(args.run_dir) / "metrics.jsonl"
-    history = [json.loads(line) for line in metrics.read_text().splitlines() if line.strip()] if metrics.is_file() else None
+    history = read_jsonl(Path(args.run_dir) / "metrics.jsonl")
     results = run_probes(model, tokenizer, smoke=args.smoke, history=history, batch_size=run.get("batch_size"))
     print(json.dumps(results, indent=None if args.json else 2))
     return 0

@@ -627,10 +627,14 @@ def data_efficiency(results: dict, thresholds=(0.5, 0.8, 0.9)) -> dict:
             return [float(r["val_zeroshot_top1"]) for r in v if "val_zeroshot_top1" in r][-1]
         return float(v)
 
-    pairs = sorted(results)
+    pairs = [int(p) for p in sorted(results)]
     accuracy = [value(results[p]) for p in pairs]
-    reach = {str(t): next((int(p) for p, a in zip(pairs, accuracy) if a >= t), None) for t in thresholds}
-    return {"pairs": [int(p) for p in pairs], "accuracy": accuracy, "pairs_to_reach": reach}
+    return {"pairs": pairs, "accuracy": accuracy, "pairs_to_reach": _first_reaching(pairs, accuracy, thresholds)}
+
+
+def _first_reaching(amounts: list[int], accuracy: list[float], thresholds) -> dict:
+    """{str(threshold): the first of the (ascending) amounts whose accuracy reached it, or None}."""
+    return {str(t): next((n for n, a in zip(amounts, accuracy) if a >= t), None) for t in thresholds}
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -906,8 +910,7 @@ def _learning_curve(history, batch_size, thresholds=(0.5, 0.8, 0.9)) -> dict:
         return {"note": "needs a run with periodic zero-shot evaluations (eval_every), or runs on different amounts "
                         "of data: train DATA_EFFICIENCY's runs and pass their accuracies to data_efficiency()",
                 "chance": chance}
-    reach = {str(t): next((p for p, a in zip(curve["pairs_seen"], curve["accuracy"]) if a >= t), None)
-             for t in thresholds}
+    reach = _first_reaching(curve["pairs_seen"], curve["accuracy"], thresholds)
     return {**curve, "pairs_to_reach": reach, "chance": chance}
 
 

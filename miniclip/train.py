@@ -125,6 +125,7 @@ def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.AdamW:
     try:  # fused AdamW runs on CUDA (torch >= 2.0) and on the CPU (torch >= 2.4): ~5% faster shapes-tiny steps
         return torch.optim.AdamW(groups, lr=cfg.lr, betas=cfg.betas, eps=cfg.eps, fused=True)
     except (RuntimeError, ValueError):  # an older torch, or a device without the kernel
+        # fresh groups: the failed constructor may already have written fused=True into the old ones
         return torch.optim.AdamW(param_groups(model, cfg.weight_decay, cfg.text_lr_scale), lr=cfg.lr,
                                  betas=cfg.betas, eps=cfg.eps)
 
@@ -287,7 +288,7 @@ def train(cfg: TrainConfig | None = None, *, out=None, resume: bool = False, pro
             raise FileNotFoundError(f"--resume: no checkpoint in {out} (train_state.safetensors is missing)")
         load_state_dict_checked(model, load_file(str(out / "model.safetensors"), device=str(device)), str(out))
         start = load_train_state(optimizer, out / "train_state.safetensors")
-        history = [r for r in _read_jsonl(out / "metrics.jsonl") if r.get("step", 0) <= start]
+        history = [r for r in read_jsonl(out / "metrics.jsonl") if r.get("step", 0) <= start]
     net = _Features(model)
     if world > 1:
         net = nn.parallel.DistributedDataParallel(net, device_ids=[device.index] if device.type == "cuda" else None)
@@ -406,7 +407,9 @@ def _precision(device: torch.device):
     return torch.autocast("cpu", enabled=False), torch.float32
 
 
-def _read_jsonl(path: Path) -> list[dict]:
+def read_jsonl(path) -> list[dict]:
+    """The rows of a JSON-lines file such as a run's metrics.jsonl ([] when the file does not exist)."""
+    path = Path(path)
     if not path.is_file():
         return []
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
@@ -429,7 +432,7 @@ def load_or_train(cfg: TrainConfig, out, progress: bool = True, **train_kwargs) 
     run_file, metrics_file = out / "run.json", out / "metrics.jsonl"
     if run_file.is_file() and (out / "model.safetensors").is_file():
         same = json.loads(run_file.read_text()) == json.loads(json.dumps(dataclasses.asdict(cfg) | {"world_size": 1}))
-        history = _read_jsonl(metrics_file)
+        history = read_jsonl(metrics_file)
         if same and history and history[-1].get("step") == cfg.steps:
             model, tokenizer = load(out)
             return TrainResult(model=model, tokenizer=tokenizer, history=history, out=out)

@@ -1,4 +1,4 @@
-"""Fixtures of the data tests: tiny COCO sources in each exact on-disk format, built in tmp_path."""
+"""Shared fixtures: tiny COCO sources in each exact on-disk format (built in tmp_path), and one torch thread."""
 from __future__ import annotations
 
 import io
@@ -6,7 +6,18 @@ import json
 import zipfile
 import numpy as np
 import pytest
+import torch
 from PIL import Image
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """One torch thread for a test module (`pytestmark = pytest.mark.usefixtures("one_thread")`): tiny tensors gain
+    nothing from threads, and a 2-thread pool collapses when another process takes a core."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
 
 
 def make_jpeg(seed: int, size=(64, 48), mode="RGB", quality=90) -> bytes:

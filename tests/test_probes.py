@@ -24,13 +24,7 @@ CHANCE = {"1_below_sota": 1 / 36, "2_counting": 1 / 3, "2_spatial": 0.5, "2_word
 NOT_FRACTIONS = ("n", "n_", "pool_size", "optimistic_gap", "gap_", "prob_gap_", "mirror_score_change", "k_matching_zero_shot")
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """The probe models are tiny: one thread is as fast as two, and far faster when other processes share the cores."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 @pytest.fixture(scope="module")

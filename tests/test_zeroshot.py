@@ -14,13 +14,7 @@ from miniclip.zeroshot import (
     zeroshot_classifier, zeroshot_logits, zeroshot_predict,
 )
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny tensors gain nothing from threads, and a 2-thread pool collapses when another process takes a core."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 CLASSES = ["red circle", "blue star", "green square", "yellow heart", "purple cross", "orange triangle"]
