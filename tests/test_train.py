@@ -126,6 +126,7 @@ def _ddp_worker(rank, world, port, path):
     if rank == 0:
         grads = {k: p.grad for k, p in model.named_parameters()}
         save_file({"loss": torch.stack(losses).mean(), **grads}, path)
+    dist.barrier()  # leave together: a rank that tears gloo down while the other still works can abort it
     dist.destroy_process_group()
 
 
