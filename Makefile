@@ -20,7 +20,7 @@ $(VENV)/.installed-dev: $(VENV)/.installed
 	touch $@
 
 demo: $(VENV)/.installed
-	$(BIN)/miniclip demo --out runs/demo
+	$(BIN)/miniclip demo --out runs/demo --overwrite
 
 test: $(VENV)/.installed-dev
 	$(TEST_ENV) $(BIN)/python -m pytest tests notebooks --nbval-lax --nbval-current-env -q
@@ -35,7 +35,7 @@ bench: $(VENV)/.installed-dev
 	$(BIN)/python bench/shapes_time_to_accuracy.py
 
 student: $(VENV)/.installed-dev
-	$(BIN)/python -m miniclip.exercises build notebooks --out student
+	$(BIN)/python -m miniclip.course.student build notebooks --out student
 
 clean:
 	rm -rf runs student .pytest_cache

@@ -30,7 +30,8 @@ from PIL import Image, ImageDraw
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from miniclip.data import CLIP_MEAN, CLIP_STD, PairedData, shapes  # noqa: E402
-from miniclip.data.cache import Batches, build_cache, load_cache  # noqa: E402
+from miniclip.data.batches import Batches  # noqa: E402
+from miniclip.data.cache import build_cache, load_cache  # noqa: E402
 from miniclip.data.coco import Record  # noqa: E402
 
 

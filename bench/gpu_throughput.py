@@ -20,7 +20,7 @@ import torch
 
 from miniclip.config import CLIPConfig
 from miniclip.data import PairedData
-from miniclip.data.cache import Batches
+from miniclip.data.batches import Batches
 from miniclip.train import TrainConfig, _Features, _precision, param_groups, train_step
 from miniclip.model import MiniCLIP
 
@@ -52,7 +52,7 @@ def synthetic_cache(n: int, size: int, context: int, vocab: int, seed: int = 0):
 
 def measure(preset: str, compile: bool, args) -> dict:
     cfg = CLIPConfig.preset(preset)
-    tcfg = TrainConfig.preset(preset)
+    tcfg = TrainConfig.for_preset(preset)
     batch = args.batch_size or tcfg.batch_size
     device = torch.device(args.device)
     data, tokens = synthetic_cache(args.images, cfg.image_size, cfg.context_length, cfg.vocab_size)

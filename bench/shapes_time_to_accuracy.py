@@ -33,7 +33,7 @@ def run(seed: int, every: int, target: float) -> dict:
             state["hit"] = (step, time.perf_counter() - t0 - state["eval_s"])
         return {"zeroshot_top1": top1}
 
-    result = train(TrainConfig.preset("shapes-tiny", seed=seed, eval_every=every), eval_fn=eval_fn, progress=False)
+    result = train(TrainConfig.for_preset("shapes-tiny", seed=seed, eval_every=every), eval_fn=eval_fn, progress=False)
     total = time.perf_counter() - t0 - state["eval_s"]
     pairs_s = [r["pairs_per_s"] for r in result.history if "pairs_per_s" in r]
     return dict(seed=seed, hit=state["hit"], final=state["curve"][-1][1], total_s=total,

@@ -20,7 +20,7 @@ import subprocess
 import sys
 import time
 
-# The 4.4M-parameter CLIP of REFERENCES.md: 64 px, patch 8, width 192, depth 4 (both towers).
+# A 4.4M-parameter CLIP: 64 px, patch 8, width 192, depth 4 (both towers).
 CONFIG = dict(image_size=64, patch_size=8, vision_width=192, vision_layers=4, vision_heads=3, context_length=32,
               vocab_size=4096, eot_token_id=3, text_width=192, text_layers=4, text_heads=3, embed_dim=192, mlp_ratio=4,
               activation="gelu")

@@ -3,98 +3,149 @@
     miniclip prepare shapes|coco ...   decode a data source once into an image cache
     miniclip train --preset shapes-tiny --data shapes --out runs/tiny
     miniclip eval runs/tiny --json     zero-shot accuracy and retrieval recall as one JSON object
-    miniclip probe runs/tiny --json    the failure-mode probes (the paper's limitations) as numbers
     miniclip export-hf runs/tiny out/  a transformers CLIPModel directory
-    miniclip demo --out runs/demo      train, evaluate and draw the figures, in about two minutes on a CPU
+    miniclip probe runs/tiny --json    the failure-mode probes (the paper's limitations) as numbers
+    miniclip demo --out runs/demo      train, evaluate and draw the figures, in about a minute on a CPU
 
-Each command is a thin wrapper over a function of the package, so a notebook can call the same thing.
+Each command is a thin wrapper over a function of the package, so a notebook can call the same thing. This
+module holds the library's commands; `probe` and `demo` belong to the layers above and are added by
+miniclip/__main__.py, the program's entry point.
+
+Errors: a mistake of the user (a bad flag, a missing or damaged file, a folder that would be overwritten) prints
+one line that names the flag or file and what to do, and exits with status 2. `--debug` (or MINICLIP_DEBUG=1)
+shows the Python traceback instead.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
+from miniclip.checkpoint import load, to_json
+from miniclip.config import PRESETS, TrainConfig
+from miniclip.data.cache import IncompleteCacheError, build_cache, save_paired
+from miniclip.data.coco import open_source
+from miniclip.data.shapes import RENDITIONS, generate
+from miniclip.evaluate import evaluate_suite
+from miniclip.train import train
+
+USER_ERRORS = (ValueError, OSError, FloatingPointError, IncompleteCacheError)  # reported in one line, exit 2
+
 
 def _train(args) -> int:
-    from miniclip.train import TrainConfig, train
-
     overrides = {k: v for k, v in dict(
         data=args.data, steps=args.steps, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
         hard_negatives=args.hard_negatives or None, word_fraction=args.word_fraction, num_images=args.num_images,
         eval_every=args.eval_every, checkpoint_every=args.checkpoint_every, compile=args.compile or None,
         device=args.device,
     ).items() if v is not None}
-    cfg = TrainConfig.preset(args.preset, **overrides)
-    result = train(cfg, out=args.out, resume=args.resume)
+    cfg = TrainConfig.for_preset(args.preset, **overrides)  # validates every flag before any work starts
+    if cfg.batch_size == 1:
+        print("miniclip train: warning: --batch-size 1 has no negatives, so its loss is always 0 and nothing is "
+              "learned; use 32 or more", file=sys.stderr)
+    result = train(cfg, out=args.out, resume=args.resume, overwrite=args.overwrite)
     final = {k: v for r in result.history for k, v in r.items()}
-    print(json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in final.items()}))
+    print(to_json({k: round(v, 4) if isinstance(v, float) else v for k, v in final.items()}, indent=None))
     return 0
 
 
-def _load_run(run_dir):
-    import miniclip
-
-    model, tokenizer = miniclip.load(run_dir)
+def load_run(run_dir):
+    """(model, tokenizer, run.json as a dict) of a run directory; a folder without a tokenizer is an error."""
+    model, tokenizer = load(run_dir)
     if tokenizer is None:
-        raise SystemExit(f"{run_dir}: no tokenizer.json; is this a miniclip run directory?")
-    run = json.loads((Path(run_dir) / "run.json").read_text()) if (Path(run_dir) / "run.json").is_file() else {}
+        raise FileNotFoundError(f"{Path(run_dir) / 'tokenizer.json'} not found: is {run_dir} a miniclip run directory?")
+    run_file = Path(run_dir) / "run.json"
+    try:
+        run = json.loads(run_file.read_text()) if run_file.is_file() else {}
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{run_file} is not valid JSON ({e}); restore it or delete it") from e
     return model, tokenizer, run
 
 
 def _eval(args) -> int:
-    from miniclip.evaluate import evaluate_suite
-
-    model, tokenizer, run = _load_run(args.run_dir)
+    model, tokenizer, run = load_run(args.run_dir)
     data = args.data or run.get("data", "shapes")
     metrics = evaluate_suite(model, tokenizer, data, seed=run.get("seed", 0))
     metrics["data"] = data
-    print(json.dumps(metrics, indent=None if args.json else 2))
-    return 0
-
-
-def _probe(args) -> int:
-    from miniclip.probes import run_probes
-    from miniclip.train import read_jsonl
-
-    model, tokenizer, run = _load_run(args.run_dir)
-    history = read_jsonl(Path(args.run_dir) / "metrics.jsonl")
-    results = run_probes(model, tokenizer, smoke=args.smoke, history=history, batch_size=run.get("batch_size"))
-    print(json.dumps(results, indent=None if args.json else 2))
+    print(to_json(metrics, indent=None if args.json else 2))
     return 0
 
 
 def _export_hf(args) -> int:
-    from miniclip.hf import to_transformers
+    from miniclip.hf import to_transformers  # imported here: transformers takes seconds to import
 
-    model, tokenizer, _ = _load_run(args.run_dir)
-    to_transformers(model, tokenizer, args.out_dir)
+    if Path(args.out_dir).resolve() == Path(args.run_dir).resolve():
+        raise ValueError(f"export-hf: OUT_DIR is the run directory {args.run_dir}; choose another folder")
+    model, tokenizer, _ = load_run(args.run_dir)
+    to_transformers(model, tokenizer, args.out_dir, overwrite=args.overwrite)
     print(f"wrote {args.out_dir}: load it with transformers.CLIPModel.from_pretrained({str(args.out_dir)!r})")
     return 0
 
 
-def _demo(args) -> int:
-    from miniclip.demo import demo
-
-    metrics = demo(args.out, steps=args.steps)
-    print(json.dumps(metrics, indent=2))
+def _prepare_coco(args) -> int:
+    records, desc = open_source(
+        args.source, split=args.split, hf_dataset=args.hf_dataset, hf_data_files=args.hf_data_files,
+        annotations=args.annotations, images=args.images, karpathy_json=args.karpathy_json, limit=args.limit,
+    )  # fmt: skip
+    build_cache(records, args.out, size=args.size, workers=args.workers, limit=args.limit, source=desc)
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
+def _prepare_shapes(args) -> int:
+    data = generate(args.n, seed=args.seed, image_size=args.size, word_fraction=args.word_fraction,
+                    rendition=args.rendition)  # fmt: skip
+    m = save_paired(data, args.out, source={"name": "shapes", **data.meta})
+    print(f"cache: {m['num_images']} shapes images, {m['num_captions']} captions at {m['size']} px in {args.out}")
+    return 0
+
+
+def _add_prepare(sub) -> None:
+    prepare = sub.add_parser("prepare", help="decode a data source once into an image cache")
+    datasets = prepare.add_subparsers(dest="dataset", required=True)
+    coco = datasets.add_parser("coco", help="COCO captions (Hugging Face Hub, official files or Karpathy JSON)")
+    coco.add_argument("--source", choices=("hf", "coco", "karpathy"), default="hf")
+    coco.add_argument("--hf-dataset", help="Hub id or builder (default Multimodal-Fatima/COCO_captions_<split>)")
+    coco.add_argument("--hf-data-files", nargs="+", help="data files for --hf-dataset parquet (local copies)")
+    coco.add_argument("--annotations", help="captions_train2017.json or captions_val2017.json (--source coco)")
+    coco.add_argument("--images", help="image folder or zip (coco), root of train2014/val2014 (karpathy)")
+    coco.add_argument("--karpathy-json", help="dataset_coco.json (--source karpathy)")
+    coco.add_argument("--split", choices=("train", "val", "test"), help="default: train (coco: from the file name)")
+    coco.add_argument("--limit", type=_positive, help="read at most N images")
+    coco.add_argument("--size", type=_positive, default=64, help="image side in pixels (default 64)")
+    coco.add_argument("--workers", type=_positive, help="decoder processes (default: all cores)")
+    coco.add_argument("--out", required=True, help="cache folder")
+    coco.set_defaults(func=_prepare_coco)
+    shapes = datasets.add_parser("shapes", help="the procedurally generated shapes world")
+    shapes.add_argument("--n", type=_positive, default=50_000, help="number of images (default 50000)")
+    shapes.add_argument("--size", type=_positive, default=32, help="image side in pixels (default 32)")
+    shapes.add_argument("--seed", type=int, default=0)
+    shapes.add_argument("--word-fraction", type=float, default=0.0, help="share of single objects with a word")
+    shapes.add_argument("--rendition", default="normal", choices=RENDITIONS)
+    shapes.add_argument("--out", required=True, help="cache folder")
+    shapes.set_defaults(func=_prepare_shapes)
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive whole number, got {text}")
+    return value
+
+
+def build_parser(extra_commands=()) -> argparse.ArgumentParser:
+    """The argument parser; extra_commands: functions add(subparsers) that add more commands (see __main__)."""
     parser = argparse.ArgumentParser(prog="miniclip", description="A small, readable CLIP to learn from.",
                                      formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
+    parser.add_argument("--debug", action="store_true", help="show the Python traceback of an error")
     sub = parser.add_subparsers(dest="command", required=True)
-
-    from miniclip.data import cache
-
-    cache.add_prepare_parser(sub)
+    _add_prepare(sub)
 
     p = sub.add_parser("train", help="train a model (torchrun for several GPUs)")
-    p.add_argument("--preset", default="shapes-tiny", help="shapes-tiny, coco-small or coco-base")
+    p.add_argument("--preset", default="shapes-tiny", choices=PRESETS)
     p.add_argument("--data", help="'shapes' or a cache directory from `miniclip prepare`")
-    p.add_argument("--out", required=True, help="the run directory")
+    p.add_argument("--out", required=True, help="the run directory (must be empty, unless --resume or --overwrite)")
     p.add_argument("--steps", type=int)
     p.add_argument("--batch-size", type=int)
     p.add_argument("--lr", type=float)
@@ -107,6 +158,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--compile", action="store_true", help="torch.compile the model")
     p.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: cuda if available)")
     p.add_argument("--resume", action="store_true", help="continue from the run directory's last checkpoint")
+    p.add_argument("--overwrite", action="store_true", help="delete what the run directory holds and start again")
     p.set_defaults(func=_train)
 
     p = sub.add_parser("eval", help="zero-shot accuracy and retrieval recall of a run")
@@ -115,28 +167,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="one line of JSON")
     p.set_defaults(func=_eval)
 
-    p = sub.add_parser("probe", help="the failure-mode probes of a run, as numbers")
-    p.add_argument("run_dir")
-    p.add_argument("--json", action="store_true", help="one line of JSON")
-    p.add_argument("--smoke", action="store_true", help="tiny probe sets (for tests)")
-    p.set_defaults(func=_probe)
-
     p = sub.add_parser("export-hf", help="write a transformers CLIPModel directory")
     p.add_argument("run_dir")
-    p.add_argument("out_dir")
+    p.add_argument("out_dir", help="a new or empty folder (not the run directory)")
+    p.add_argument("--overwrite", action="store_true", help="replace what out_dir holds")
     p.set_defaults(func=_export_hf)
-
-    p = sub.add_parser("demo", help="train shapes-tiny, evaluate it and draw the figures")
-    p.add_argument("--out", default="runs/demo")
-    p.add_argument("--steps", type=int, default=None)
-    p.set_defaults(func=_demo)
+    for add in extra_commands:
+        add(sub)
     return parser
 
 
-def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
-    return int(args.func(args) or 0)
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+def main(argv=None, extra_commands=()) -> int:
+    """Run one command; returns the exit status (0 done, 2 a user error reported in one line)."""
+    args = build_parser(extra_commands).parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except USER_ERRORS as e:
+        if args.debug or os.environ.get("MINICLIP_DEBUG") == "1":
+            raise
+        print(f"miniclip {args.command}: {e}", file=sys.stderr)
+        return 2

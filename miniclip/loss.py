@@ -57,3 +57,16 @@ def distributed_clip_loss(image_features: torch.Tensor, text_features: torch.Ten
     logits_per_image = scale * image_features @ all_texts.t()  # [n, N (+ M)]
     logits_per_text = scale * text_features @ all_images.t()  # [n, N]
     return clip_loss(logits_per_image, logits_per_text, offset=rank * image_features.shape[0])
+
+
+def siglip_loss(cosines: torch.Tensor, inverse_temperature: torch.Tensor | float, bias: torch.Tensor | float) -> torch.Tensor:
+    """SigLIP's pairwise sigmoid loss (Zhai et al., 2023), a scalar in nats per image.
+
+    cosines: [N, N], image i (row) against text j (column); the matching pairs are on the diagonal.
+    Each pair is its own yes/no question: logit z = inverse_temperature * cosine + bias, label +1 on the diagonal
+    and -1 elsewhere, loss -log sigmoid(label * z), summed over each image's N texts and averaged over the N
+    images. No softmax over the batch, so no rank needs every other rank's features for the normaliser.
+    """
+    labels = 2 * torch.eye(cosines.shape[0], device=cosines.device, dtype=cosines.dtype) - 1  # [N, N]: +1 diagonal, -1 off
+    logits = inverse_temperature * cosines + bias  # [N, N]
+    return -F.logsigmoid(labels * logits).sum(dim=1).mean()

@@ -87,7 +87,7 @@ def _compiling() -> bool:
 class ConvStem(nn.Module):
     """A few 3x3 stride-2 convolutions: cheap local features (edges, corners) before the patch embedding.
 
-    Not in CLIP: on tiny 32 px images it lets a small ViT learn *shape* in a minute on a CPU (REFERENCES.md).
+    Not in CLIP: on tiny 32 px images it lets a small ViT learn *shape* in a minute on a CPU (see config.py).
     """
 
     def __init__(self, channels: tuple[int, ...]):
@@ -217,7 +217,7 @@ class MiniCLIP(nn.Module):
         """tokens [B, T] (from miniclip.Tokenizer) -> features [B, embed_dim] (not normalised)."""
         return self.text(tokens)
 
-    def scale(self) -> torch.Tensor:
+    def inverse_temperature(self) -> torch.Tensor:
         """The multiplier of the cosine similarities, 1 / temperature, never above exp(max_logit_scale) = 100."""
         return self.logit_scale.clamp(0, self.config.max_logit_scale).exp()
 
@@ -229,7 +229,7 @@ class MiniCLIP(nn.Module):
     def forward(self, images: torch.Tensor, tokens: torch.Tensor):
         image_features = F.normalize(self.encode_image(images), dim=-1)  # [B_img, D], unit length
         text_features = F.normalize(self.encode_text(tokens), dim=-1)  # [B_txt, D], unit length
-        logits_per_image = self.scale() * image_features @ text_features.t()  # [B_img, B_txt]: scaled cosines
+        logits_per_image = self.inverse_temperature() * image_features @ text_features.t()  # [B_img, B_txt]: scaled cosines
         return logits_per_image, logits_per_image.t()
 
     def num_parameters(self) -> int:

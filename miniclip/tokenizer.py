@@ -17,11 +17,10 @@ import torch
 from tokenizers import Tokenizer as HFTokenizer
 from tokenizers import decoders, models, normalizers, pre_tokenizers, processors, trainers
 
-from miniclip.fileio import atomic_write_text
-
 PAD, UNK, START, END = "<|pad|>", "<|unk|>", "<|startoftext|>", "<|endoftext|>"
 SPECIAL_TOKENS = [PAD, UNK, START, END]  # ids 0, 1, 2, 3; the end id is not 2, which transformers would
-#                                        # take as "pool at the highest id" (see REFERENCES.md)
+#                                        # take as "pool at the highest id" (its CLIP text model reads
+#                                        # the feature at argmax(ids) when eos_token_id == 2)
 
 
 class Tokenizer:
@@ -77,15 +76,28 @@ class Tokenizer:
         """The BPE pieces of one string, for looking at what the tokenizer does ('Ġ' marks a leading space)."""
         return self.hf.encode(text).tokens
 
-    def save(self, path) -> None:
-        """Write the whole tokenizer (vocabulary, merges, context length) to one JSON file, atomically."""
-        atomic_write_text(Path(path), self.hf.to_str(pretty=True))
+    def unpadded(self) -> HFTokenizer:
+        """A copy of the underlying `tokenizers.Tokenizer` without padding or truncation (the caller's stays as is)."""
+        raw = HFTokenizer.from_str(self.hf.to_str())
+        raw.no_padding()
+        raw.no_truncation()
+        return raw
+
+    def bpe_ids(self, text: str) -> list[int]:
+        """The BPE ids of one text as the model splits it: no <start>/<end>, no truncation, no padding."""
+        if getattr(self, "_unpadded", None) is None:
+            self._unpadded = self.unpadded()
+        return self._unpadded.encode(text, add_special_tokens=False).ids
+
+    def to_json(self) -> str:
+        """The whole tokenizer (vocabulary, merges, context length) as one JSON string; miniclip.save writes it."""
+        return self.hf.to_str(pretty=True)
 
     @classmethod
     def load(cls, path) -> "Tokenizer":
         path = Path(path)
         if not path.is_file():
-            raise FileNotFoundError(f"no tokenizer at {path}; train one with Tokenizer.train(...) and .save(path)")
+            raise FileNotFoundError(f"no tokenizer at {path}; train one with Tokenizer.train(...), save it with miniclip.save")
         return cls(HFTokenizer.from_file(str(path)))
 
     def __repr__(self):

@@ -1,15 +1,17 @@
 """Training: the contrastive loop, from a data source to a run directory.
 
-    history = miniclip.train(preset="shapes-tiny", data="shapes", out="runs/tiny").history   # ~1 minute on a CPU
+    result = train(preset="shapes-tiny", data="shapes", out="runs/tiny")   # ~1 minute on a CPU
+    result.history                                                         # what metrics.jsonl holds
 
 or from a shell: `miniclip train --preset shapes-tiny --data shapes --out runs/tiny`, and on several GPUs
 `torchrun --nproc_per_node=4 -m miniclip train ...`. A run directory holds
 
     model.safetensors, config.json, tokenizer.json   the model (miniclip.load reads it)
-    train_state.safetensors                          optimiser moments and step, for --resume
-    run.json                                         how the run was started
+    train_state.safetensors                          weights, optimiser moments and step in one file, for --resume
+    run.json                                         how the run was started (the TrainConfig)
     metrics.jsonl                                    one JSON object per logged step and per evaluation
-    history.png                                      loss and temperature
+
+train() draws nothing: plot result.history (miniclip.course.figures.plot_history) where you want the figure.
 """
 from __future__ import annotations
 
@@ -17,8 +19,10 @@ import dataclasses
 import json
 import math
 import os
+import random
+import shutil
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -26,63 +30,21 @@ import torch
 import torch.distributed as dist
 import torch.nn as nn
 import torch.nn.functional as F
-from safetensors.torch import load_file
 from tqdm.auto import tqdm
 
-from miniclip.checkpoint import load_state_dict_checked, save, save_tensors
-from miniclip.config import CLIPConfig
-from miniclip.data import PairedData, load_pairs
-from miniclip.fileio import atomic_write_json
+from miniclip.checkpoint import (METRICS_FILE, MODEL_FILE, TRAIN_STATE_FILE, atomic_write_json, load, read_jsonl,
+                                 save, save_train_state, load_train_state, sweep_temporary_files, to_json,
+                                 write_jsonl)
+from miniclip.config import TrainConfig
+from miniclip.data.batches import Batches
+from miniclip.data.shapes import swap_relation
+from miniclip.data.sources import load_pairs
+from miniclip.evaluate import evaluate_suite
 from miniclip.loss import distributed_clip_loss
 from miniclip.model import MiniCLIP
 from miniclip.tokenizer import Tokenizer
 
-
-@dataclass
-class TrainConfig:
-    """Everything that defines a run; `TrainConfig.preset(name)` fills in what suits a model preset."""
-
-    preset: str = "shapes-tiny"
-    data: str = "shapes"  # "shapes" (generated, offline) or a cache directory from `miniclip prepare`
-    steps: int = 1000
-    batch_size: int = 256  # pairs per step, over all GPUs together
-    lr: float = 4e-3
-    text_lr_scale: float = 0.1  # the text tower learns at this fraction of lr (REFERENCES.md, the shapes prototype)
-    weight_decay: float = 0.1  # on matrices only
-    betas: tuple[float, float] = (0.9, 0.98)
-    eps: float = 1e-6
-    warmup_steps: int = 100
-    grad_clip: float = 1.0
-    seed: int = 0
-    log_every: int = 10
-    eval_every: int = 250  # 0: only at the end
-    checkpoint_every: int = 500  # 0: only at the end
-    hard_negatives: bool = False  # add each relation caption's argument-swapped twin as a negative (NegCLIP)
-    augment: bool = False  # random resized crops (never flips)
-    compile: bool = False  # torch.compile the model (GPU)
-    device: str = "auto"
-    # shapes world only
-    num_images: int = 50_000
-    word_fraction: float = 0.0  # share of training images with a word written on them
-    shapes_options: dict = field(default_factory=dict)  # other knobs of miniclip.data.shapes.generate
-    model_overrides: dict = field(default_factory=dict)  # fields of CLIPConfig to change from the preset
-
-    @classmethod
-    def preset(cls, name: str, **overrides) -> "TrainConfig":
-        """The training recipe that goes with a model preset, with any field overridden."""
-        return cls(**{**dict(preset=name), **TRAIN_PRESETS.get(name, {}), **overrides})
-
-    def model_config(self) -> CLIPConfig:
-        return CLIPConfig.preset(self.preset, **self.model_overrides)
-
-
-TRAIN_PRESETS = {
-    "shapes-tiny": dict(steps=1000, batch_size=256, lr=4e-3, warmup_steps=100, text_lr_scale=0.1),
-    "coco-small": dict(steps=20_000, batch_size=256, lr=1e-3, warmup_steps=1000, text_lr_scale=1.0, augment=True,
-                       eval_every=2000, checkpoint_every=2000, num_images=0),
-    "coco-base": dict(steps=30_000, batch_size=512, lr=5e-4, warmup_steps=2000, text_lr_scale=1.0, augment=True,
-                      eval_every=2000, checkpoint_every=2000, compile=True, num_images=0),
-}
+RUN_FILE = "run.json"
 
 
 @dataclass
@@ -93,12 +55,10 @@ class TrainResult:
     out: Path | None
 
 
-# ----------------------------------------------------------------------------------------------------------------
-# pieces of the loop
-
+# ------------------------------------------------------------------------------------------------ the recipe
 
 def lr_at(step: int, cfg: TrainConfig) -> float:
-    """Linear warmup to cfg.lr, then a cosine decay to 0 at cfg.steps."""
+    """The learning rate at `step`: linear warmup to cfg.lr, then a cosine decay to 0 at cfg.steps."""
     if step < cfg.warmup_steps:
         return cfg.lr * (step + 1) / cfg.warmup_steps
     progress = (step - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps)
@@ -130,25 +90,6 @@ def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.AdamW:
                                  betas=cfg.betas, eps=cfg.eps)
 
 
-RELATION_WORDS = (" to the left of ", " to the right of ", " above ", " below ")
-
-
-def swap_relation(caption: str) -> str | None:
-    """'a red circle to the left of a blue star' -> 'a blue star to the left of a red circle' (None if no relation).
-
-    A leading "a photo of " and a final full stop stay where they are. The same words in another order: a bag-of-words text encoder cannot tell the two apart, so as an extra
-    negative it forces the model to use word order (NegCLIP, Yuksekgonul et al., 2023).
-    """
-    stop = "." if caption.endswith(".") else ""  # the full stop stays at the end
-    caption = caption[: len(caption) - len(stop)]
-    prefix = "a photo of " if caption.startswith("a photo of ") else ""  # so does the prefix
-    for rel in RELATION_WORDS:
-        if rel in caption:
-            left, right = caption[len(prefix):].split(rel, 1)
-            return f"{prefix}{right}{rel}{left}{stop}"
-    return None
-
-
 class _Features(nn.Module):
     """One forward() for both towers, so that DDP (which hooks forward) sees the whole pass."""
 
@@ -159,7 +100,7 @@ class _Features(nn.Module):
     def forward(self, images, tokens):
         image_features = F.normalize(self.model.encode_image(images), dim=-1)  # [n, D]
         text_features = F.normalize(self.model.encode_text(tokens), dim=-1)  # [n + m, D]
-        return image_features, text_features, self.model.scale()
+        return image_features, text_features, self.model.inverse_temperature()
 
 
 def train_step(net: nn.Module, images, tokens, negatives=None) -> torch.Tensor:
@@ -169,23 +110,51 @@ def train_step(net: nn.Module, images, tokens, negatives=None) -> torch.Tensor:
     """
     n = tokens.shape[0]
     all_tokens = tokens if negatives is None else torch.cat([tokens, negatives])  # [n + m, T]
-    image_features, text_features, scale = net(images, all_tokens)
+    image_features, text_features, inverse_temperature = net(images, all_tokens)
     extra = text_features[n:] if negatives is not None else None
-    return distributed_clip_loss(image_features, text_features[:n], scale, extra)
+    return distributed_clip_loss(image_features, text_features[:n], inverse_temperature, extra)
 
+
+def hard_negative_tokens(captions: list[str], tokenizer: Tokenizer) -> torch.Tensor:
+    """[C, T]: the argument-swapped twin of each caption's relation, or a row of -1 where a caption has none."""
+    swapped = [swap_relation(c) for c in captions]
+    tokens = torch.full((len(captions), tokenizer.context_length), -1, dtype=torch.long)
+    idx = [i for i, s in enumerate(swapped) if s is not None]
+    if idx:
+        tokens[idx] = tokenizer.encode([swapped[i] for i in idx])
+    return tokens
+
+
+# ------------------------------------------------------------------------------------------------ the machine
 
 def pick_device(name: str = "auto") -> torch.device:
+    """"auto" -> cuda when a GPU is visible, else cpu; a named device that is not there is a clear error."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"--device {name}: this machine has no CUDA GPU that torch can use; use --device cpu")
+    return device
 
 
 def seed_everything(seed: int) -> None:
-    import random
-
+    """Seed Python's, numpy's and torch's generators: the same seed gives the same run."""
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
+
+
+def precision(device: torch.device):
+    """(autocast context, dtype) for training on `device`.
+
+    bf16 where the GPU has bf16 units (compute capability >= 8.0: A100, H100, L4, RTX 30xx+); fp16 with a
+    GradScaler on older GPUs such as Colab's T4 (7.5), which would otherwise emulate bf16 slowly and has no bf16
+    convolution kernels; fp32 on the CPU (bf16 autocast measured 1.3x slower on a 2-core CPU).
+    """
+    if device.type == "cuda":
+        dtype = torch.bfloat16 if torch.cuda.get_device_capability(device) >= (8, 0) else torch.float16
+        return torch.autocast("cuda", dtype=dtype), dtype
+    return torch.autocast("cpu", enabled=False), torch.float32
 
 
 def _distributed() -> tuple[int, int]:
@@ -196,138 +165,110 @@ def _distributed() -> tuple[int, int]:
     return (dist.get_rank(), world) if world > 1 else (0, 1)
 
 
-# ----------------------------------------------------------------------------------------------------------------
-# saving and resuming
+# ------------------------------------------------------------------------------------------------ the run folder
+
+def _run_record(cfg: TrainConfig, world: int = 1) -> dict:
+    return json.loads(to_json(dataclasses.asdict(cfg) | {"world_size": world}))
 
 
-def save_train_state(optimizer: torch.optim.Optimizer, step: int, path: Path) -> None:
-    """Optimiser moments and the step, as safetensors (tensors) + JSON metadata (the rest). Atomic."""
-    state = optimizer.state_dict()
-    tensors = {f"{i}.{k}": v for i, s in state["state"].items() for k, v in s.items() if torch.is_tensor(v)}
-    groups = [{k: v for k, v in g.items() if k != "params"} | {"params": g["params"]} for g in state["param_groups"]]
-    save_tensors(tensors, path, metadata={"step": str(step), "param_groups": json.dumps(groups)})
+def run_is_finished(cfg: TrainConfig, out) -> bool:
+    """Whether `out` holds a finished run of exactly `cfg`: same run.json, a model, a log that reached cfg.steps."""
+    out = Path(out)
+    try:
+        same = json.loads((out / RUN_FILE).read_text()) == _run_record(cfg)
+        history = read_jsonl(out / METRICS_FILE)
+    except (OSError, ValueError):
+        return False
+    return same and (out / MODEL_FILE).is_file() and bool(history) and history[-1].get("step") == cfg.steps
 
 
-def load_train_state(optimizer: torch.optim.Optimizer, path: Path) -> int:
-    """Restore what save_train_state wrote; returns the step to continue from."""
-    from safetensors import safe_open
-
-    with safe_open(str(path), "pt") as f:
-        meta = f.metadata()
-    tensors = load_file(str(path))
-    state: dict[int, dict] = {}
-    for key, value in tensors.items():
-        i, name = key.split(".", 1)
-        state.setdefault(int(i), {})[name] = value
-    groups = json.loads(meta["param_groups"])
-    for g in groups:
-        g["betas"] = tuple(g["betas"])
-    optimizer.load_state_dict({"state": state, "param_groups": groups})
-    return int(meta["step"])
-
-
-def _checkpoint(out: Path, model, tokenizer, optimizer, step) -> None:
-    save(model, tokenizer, out)
-    save_train_state(optimizer, step, out / "train_state.safetensors")
+def _prepare_run_dir(out: Path, resume: bool, overwrite: bool) -> None:
+    """Refuse to train over an existing run unless told to (--resume continues it, --overwrite replaces it)."""
+    if resume and overwrite:
+        raise ValueError("--resume continues the run in the folder and --overwrite replaces it: choose one")
+    if resume:
+        if not (out / TRAIN_STATE_FILE).is_file():
+            raise FileNotFoundError(f"--resume: {out} holds no checkpoint ({TRAIN_STATE_FILE} is missing); "
+                                    "train without --resume to start a new run")
+        sweep_temporary_files(out)
+        return
+    if out.is_dir() and any(out.iterdir()):
+        if not overwrite:
+            raise FileExistsError(f"{out} is not empty: continue its run with --resume, replace it with --overwrite, "
+                                  "or choose another --out")
+        shutil.rmtree(out)
 
 
-# ----------------------------------------------------------------------------------------------------------------
-# the run
+def _check_same_recipe(cfg: TrainConfig, out: Path) -> None:
+    saved = json.loads((out / RUN_FILE).read_text()) if (out / RUN_FILE).is_file() else {}
+    if saved.get("preset") not in (None, cfg.preset):
+        raise ValueError(f"--resume: the run in {out} was trained with --preset {saved['preset']}, "
+                         f"not {cfg.preset}; resume it with --preset {saved['preset']}")
 
 
-def train(cfg: TrainConfig | None = None, *, out=None, resume: bool = False, progress: bool = True,
-          eval_fn=None, **overrides) -> TrainResult:
+# ------------------------------------------------------------------------------------------------ the loop
+
+def train(cfg: TrainConfig | None = None, *, out=None, resume: bool = False, overwrite: bool = False,
+          progress: bool = True, eval_fn=None, **overrides) -> TrainResult:
     """Train a MiniCLIP; returns TrainResult(model, tokenizer, history, out).
 
     cfg: a TrainConfig, or keywords such as preset="shapes-tiny", steps=300 (a preset's recipe is filled in).
-    out: the run directory (None: nothing is written). resume: continue from out's last checkpoint.
-    eval_fn(model, tokenizer) -> dict of metrics, called every cfg.eval_every steps and at the end
-    (default: miniclip.evaluate.evaluate_suite on held-out data of the same source).
+    out: the run directory (None: nothing is written); it must be empty or missing unless resume (continue its
+    last checkpoint) or overwrite (delete it first). eval_fn(model, tokenizer) -> dict of metrics, called every
+    cfg.eval_every steps and at the end (default: evaluate_suite on held-out data of the same source).
     """
-    if cfg is None:
-        cfg = TrainConfig.preset(overrides.pop("preset", "shapes-tiny"), **overrides)
-    elif overrides:
-        cfg = dataclasses.replace(cfg, **overrides)
+    cfg = TrainConfig.for_preset(overrides.pop("preset", "shapes-tiny"), **overrides) if cfg is None else \
+        dataclasses.replace(cfg, **overrides)
     rank, world = _distributed()
     if cfg.batch_size % world:
-        raise ValueError(f"batch_size {cfg.batch_size} must be divisible by the number of processes ({world})")
+        raise ValueError(f"--batch-size {cfg.batch_size} must be divisible by the number of processes ({world})")
     device = pick_device(cfg.device)
     if device.type == "cuda" and world > 1:
         device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
         torch.cuda.set_device(device)
-    torch.backends.cuda.matmul.allow_tf32 = True
-    torch.backends.cudnn.allow_tf32 = True
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
+    out, main_process = (Path(out) if out is not None else None), rank == 0
+    if out is not None and main_process:
+        _prepare_run_dir(out, resume, overwrite)
+        if resume:
+            _check_same_recipe(cfg, out)
     seed_everything(cfg.seed)
-    out = Path(out) if out is not None else None
-    main_process = rank == 0
 
-    # --- data and tokenizer -------------------------------------------------------------------------------------
     model_cfg = cfg.model_config()
-    train_data = load_pairs(cfg.data, "train", image_size=model_cfg.image_size, n=cfg.num_images or None,
-                            seed=cfg.seed, word_fraction=cfg.word_fraction, **cfg.shapes_options)
-    if resume and out is not None and (out / "tokenizer.json").is_file():
-        tokenizer = Tokenizer.load(out / "tokenizer.json")
-    else:
-        tokenizer = Tokenizer.train(train_data.captions, model_cfg.vocab_size, model_cfg.context_length)
-    model_cfg.vocab_size = max(model_cfg.vocab_size, tokenizer.vocab_size)
-    model_cfg.eot_token_id = tokenizer.end_id
-    tokens = tokenizer.encode(train_data.captions)  # [C, T], every caption once
-    negatives = _hard_negative_tokens(train_data.captions, tokenizer) if cfg.hard_negatives else None
+    data = load_pairs(cfg.data, "train", image_size=model_cfg.image_size, n=cfg.num_images or None, seed=cfg.seed,
+                      word_fraction=cfg.word_fraction, **cfg.shapes_options)
+    tokenizer = Tokenizer.load(out / "tokenizer.json") if resume else \
+        Tokenizer.train(data.captions, model_cfg.vocab_size, model_cfg.context_length)
+    model_cfg.vocab_size, model_cfg.eot_token_id = max(model_cfg.vocab_size, tokenizer.vocab_size), tokenizer.end_id
+    tokens = tokenizer.encode(data.captions)  # [C, T], every caption once
+    negatives = hard_negative_tokens(data.captions, tokenizer) if cfg.hard_negatives else None
+    batches = Batches(data, tokens, cfg.batch_size, device=device, seed=cfg.seed, augment=cfg.augment)
 
-    from miniclip.data.cache import Batches
-
-    batches = Batches(train_data, tokens, cfg.batch_size, device=device, seed=cfg.seed, augment=cfg.augment)
-
-    # --- model and optimiser -----------------------------------------------------------------------------------------
     torch.manual_seed(cfg.seed)
     model = MiniCLIP(model_cfg).to(device)
     optimizer = make_optimizer(model, cfg)
-    start, history = 0, []
-    if resume:
-        if out is None or not (out / "train_state.safetensors").is_file():
-            raise FileNotFoundError(f"--resume: no checkpoint in {out} (train_state.safetensors is missing)")
-        load_state_dict_checked(model, load_file(str(out / "model.safetensors"), device=str(device)), str(out))
-        start = load_train_state(optimizer, out / "train_state.safetensors")
-        history = [r for r in read_jsonl(out / "metrics.jsonl") if r.get("step", 0) <= start]
+    start = load_train_state(model, optimizer, out / TRAIN_STATE_FILE, device=str(device)) if resume else 0
+    history = [r for r in read_jsonl(out / METRICS_FILE) if r.get("step", 0) <= start] if resume else []
     net = _Features(model)
     if world > 1:
         net = nn.parallel.DistributedDataParallel(net, device_ids=[device.index] if device.type == "cuda" else None)
-    if cfg.compile:
-        net = torch.compile(net)
-    if eval_fn is None:
-        from miniclip.evaluate import evaluate_suite
-
-        def eval_fn(m, t):
-            return evaluate_suite(m, t, cfg.data, device=device, seed=cfg.seed)
-
+    net = torch.compile(net) if cfg.compile else net
+    eval_fn = eval_fn or (lambda m, t: evaluate_suite(m, t, cfg.data, device=device, seed=cfg.seed))
+    log = _Log(out / METRICS_FILE if out is not None and main_process else None, history)
     if out is not None and main_process:
-        out.mkdir(parents=True, exist_ok=True)
-        atomic_write_json(out / "run.json", dataclasses.asdict(cfg) | {"world_size": world})
+        atomic_write_json(out / RUN_FILE, _run_record(cfg, world))
         if not resume:
-            (out / "metrics.jsonl").write_text("")
             _checkpoint(out, model, tokenizer, optimizer, 0)
-    log_file = open(out / "metrics.jsonl", "a") if out is not None and main_process else None
-    if resume and log_file is not None:  # drop lines logged after the checkpoint we resume from
-        log_file.close()
-        _write_jsonl(out / "metrics.jsonl", history)
-        log_file = open(out / "metrics.jsonl", "a")
 
-    def record(row):
-        history.append(row)
-        if log_file is not None:
-            log_file.write(json.dumps(row) + "\n")
-            log_file.flush()
-
-    # --- the loop --------------------------------------------------------------------------------------------------
-    autocast, dtype = _precision(device)
+    autocast, dtype = precision(device)
     scaler = torch.amp.GradScaler("cuda") if dtype == torch.float16 else None
-    n_local = cfg.batch_size // world
-    bar = tqdm(range(start, cfg.steps), initial=start, total=cfg.steps, desc="training", disable=not (progress and main_process))
-    t_last, pairs_since = time.perf_counter(), 0
+    n_local, lo = cfg.batch_size // world, rank * (cfg.batch_size // world)
+    bar = tqdm(range(start, cfg.steps), initial=start, total=cfg.steps, desc="training",
+               disable=not (progress and main_process))
+    clock, pairs_since = time.perf_counter(), 0
     model.train()
     for step in bar:
-        images, batch_tokens, image_idx = batches.get(step)
-        lo = rank * n_local
+        images, batch_tokens, _ = batches.get(step)
         images, batch_tokens = images[lo:lo + n_local], batch_tokens[lo:lo + n_local]  # this process's share
         extra = None
         if negatives is not None:
@@ -339,101 +280,87 @@ def train(cfg: TrainConfig | None = None, *, out=None, resume: bool = False, pro
         with autocast:
             loss = train_step(net, images, batch_tokens, extra)
         if not torch.isfinite(loss):
-            if log_file is not None:
-                log_file.close()
-            raise FloatingPointError(
-                f"the loss became {loss.item()} at step {step}; stopping. The last good checkpoint is kept"
-                + (f" in {out} (continue with --resume, perhaps with a lower --lr)" if out is not None else "")
-            )
-        optimizer.zero_grad(set_to_none=True)
-        if scaler is not None:
-            scaler.scale(loss).backward()
-            scaler.unscale_(optimizer)
-        else:
-            loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-        if scaler is not None:
-            scaler.step(optimizer)
-            scaler.update()
-        else:
-            optimizer.step()
-        model.clamp_logit_scale()  # the temperature never goes below 1/100
-        pairs_since += cfg.batch_size
-        done = step + 1
+            log.close()
+            raise FloatingPointError(f"the loss became {loss.item()} at step {step}; stopping. The last good checkpoint "
+                                     "is kept" + (f" in {out} (continue with --resume, perhaps with a lower --lr)" if out else ""))
+        _optimizer_step(model, optimizer, loss, scaler, cfg.grad_clip)
+        pairs_since, done = pairs_since + cfg.batch_size, step + 1
         if done % cfg.log_every == 0 or done == cfg.steps:
             now = time.perf_counter()
-            row = dict(step=done, loss=loss.item(), temperature=1 / model.scale().item(),
-                       logit_scale=model.logit_scale.item(), lr=lr, pairs_per_s=pairs_since / (now - t_last))
-            t_last, pairs_since = now, 0
+            row = dict(step=done, loss=loss.item(), temperature=1 / model.inverse_temperature().item(),
+                       logit_scale=model.logit_scale.item(), lr=lr, pairs_per_s=pairs_since / (now - clock))
+            clock, pairs_since = now, 0
             bar.set_postfix(loss=f"{row['loss']:.3f}", T=f"{row['temperature']:.4f}", pairs_s=f"{row['pairs_per_s']:.0f}")
-            record(row)
-        if out is not None and main_process and ((cfg.checkpoint_every and done % cfg.checkpoint_every == 0) or done == cfg.steps):
+            log.write(row)
+        if out is not None and main_process and ((cfg.checkpoint_every and done % cfg.checkpoint_every == 0)
+                                                 or done == cfg.steps):
             _checkpoint(out, model, tokenizer, optimizer, done)
         if main_process and ((cfg.eval_every and done % cfg.eval_every == 0) or done == cfg.steps):
             model.eval()
             metrics = eval_fn(model, tokenizer)
             model.train()
-            record(dict(step=done, **{k if k.startswith("val_") else f"val_{k}": v for k, v in metrics.items()}))
+            log.write(dict(step=done, **{k if k.startswith("val_") else f"val_{k}": v for k, v in metrics.items()}))
     bar.close()
-    if log_file is not None:
-        log_file.close()
-    if out is not None and main_process:
-        import matplotlib.pyplot as plt
-
-        from miniclip.viz import plot_history, save_figure
-
-        fig = plot_history(history)
-        save_figure(fig, out / "history.png")
-        plt.close(fig)  # saved, not shown: a notebook cell that trains should not also draw it
-    model.eval()
-    return TrainResult(model=model, tokenizer=tokenizer, history=history, out=out)
+    log.close()
+    return TrainResult(model=model.eval(), tokenizer=tokenizer, history=log.rows, out=out)
 
 
-def _hard_negative_tokens(captions: list[str], tokenizer: Tokenizer) -> torch.Tensor:
-    """[C, T]: the swapped twin of each caption's relation, or a row of -1 where a caption has none."""
-    swapped = [swap_relation(c) for c in captions]
-    tokens = torch.full((len(captions), tokenizer.context_length), -1, dtype=torch.long)
-    idx = [i for i, s in enumerate(swapped) if s is not None]
-    if idx:
-        tokens[idx] = tokenizer.encode([swapped[i] for i in idx])
-    return tokens
+def _optimizer_step(model, optimizer, loss, scaler, grad_clip: float) -> None:
+    """Backward, clip the gradient norm to grad_clip, step (through the fp16 GradScaler when there is one)."""
+    optimizer.zero_grad(set_to_none=True)
+    if scaler is None:
+        loss.backward()
+    else:
+        scaler.scale(loss).backward()
+        scaler.unscale_(optimizer)
+    torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+    if scaler is None:
+        optimizer.step()
+    else:
+        scaler.step(optimizer)
+        scaler.update()
+    model.clamp_logit_scale()  # the temperature never goes below 1/100
 
 
-def _precision(device: torch.device):
-    """(autocast context, dtype): bf16 (fp16 on older GPUs) on CUDA; fp32 on the CPU."""
-    if device.type == "cuda":
-        dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-        return torch.autocast("cuda", dtype=dtype), dtype
-    return torch.autocast("cpu", enabled=False), torch.float32
+def _checkpoint(out: Path, model, tokenizer, optimizer, step: int) -> None:
+    """The model files first, then train_state.safetensors: the one file --resume reads, renamed into place last."""
+    save(model, tokenizer, out, step=step)
+    save_train_state(model, optimizer, step, out / TRAIN_STATE_FILE)
 
 
-def read_jsonl(path) -> list[dict]:
-    """The rows of a JSON-lines file such as a run's metrics.jsonl ([] when the file does not exist)."""
-    path = Path(path)
-    if not path.is_file():
-        return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+class _Log:
+    """metrics.jsonl, one row per line, flushed as it goes; history rows past a resumed step are dropped."""
 
+    def __init__(self, path: Path | None, rows: list[dict]):
+        self.rows, self.file = rows, None
+        if path is not None:
+            write_jsonl(path, rows)  # on resume: the log as it was at the checkpoint
+            self.file = open(path, "a")
 
-def _write_jsonl(path: Path, rows: list[dict]) -> None:
-    from miniclip.fileio import atomic_write_text
+    def write(self, row: dict) -> None:
+        self.rows.append(row)
+        if self.file is not None:
+            self.file.write(to_json(row, indent=None) + "\n")
+            self.file.flush()
 
-    atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in rows))
+    def close(self) -> None:
+        if self.file is not None:
+            self.file.close()
+            self.file = None
 
 
 def load_or_train(cfg: TrainConfig, out, progress: bool = True, **train_kwargs) -> TrainResult:
     """Load the finished run in `out` if it was trained with exactly `cfg`; otherwise train it there.
 
-    Notebooks call this so that a second run of a lesson takes seconds instead of minutes.
+    An interrupted run of the same cfg is resumed; a run of another recipe in `out` is replaced (this is for
+    the lessons' own run folders, so that a second run of a notebook takes seconds instead of minutes).
     """
-    from miniclip.checkpoint import load
-
     out = Path(out)
-    run_file, metrics_file = out / "run.json", out / "metrics.jsonl"
-    if run_file.is_file() and (out / "model.safetensors").is_file():
-        same = json.loads(run_file.read_text()) == json.loads(json.dumps(dataclasses.asdict(cfg) | {"world_size": 1}))
-        history = read_jsonl(metrics_file)
-        if same and history and history[-1].get("step") == cfg.steps:
-            model, tokenizer = load(out)
-            return TrainResult(model=model, tokenizer=tokenizer, history=history, out=out)
-    return train(cfg, out=out, progress=progress, **train_kwargs)
+    if run_is_finished(cfg, out):
+        model, tokenizer = load(out)
+        return TrainResult(model=model, tokenizer=tokenizer, history=read_jsonl(out / METRICS_FILE), out=out)
+    same = (out / RUN_FILE).is_file() and json.loads((out / RUN_FILE).read_text()) == _run_record(cfg)
+    resume = same and (out / TRAIN_STATE_FILE).is_file()
+    if out.is_dir() and any(out.iterdir()) and not resume:
+        print(f"replacing the run in {out}: it was trained with another recipe, or did not finish")
+    return train(cfg, out=out, progress=progress, resume=resume, overwrite=not resume, **train_kwargs)

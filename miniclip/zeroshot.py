@@ -15,7 +15,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from miniclip.evaluate import encode_images, encode_texts, eval_mode, model_device, prepare_images
+from miniclip.encode import encode_images, encode_texts, eval_mode, model_device, prepare_images
 
 # Templates for the captioned shapes world: the captions it is trained on are "a red circle", "a photo of a ...".
 SHAPES_TEMPLATES = [  # phrasings of the shapes grammar: a template the model never read in training only adds noise
@@ -73,13 +73,13 @@ def zeroshot_classifier(model, tokenizer, classnames: list[str], templates: list
 def zeroshot_logits(model, images, classifier: torch.Tensor) -> torch.Tensor:
     """images [B, 3, H, W] (normalised) or uint8 [B, S, S, 3], classifier [D, K] -> logits [B, K] = scale * cosines.
 
-    One batch: for many images use encode_images (batched) and `model.scale() * features @ classifier`.
+    One batch: for many images use encode_images (batched) and `model.inverse_temperature() * features @ classifier`.
     """
     device = model_device(model)
     with eval_mode(model):
         x = prepare_images(images, model.config.image_size, device, next(model.parameters()).dtype)
         features = F.normalize(model.encode_image(x).float(), dim=-1)  # [B, D]
-        return model.scale().float() * features @ classifier.to(device, torch.float32)
+        return model.inverse_temperature().float() * features @ classifier.to(device, torch.float32)
 
 
 def zeroshot_predict(model, images, classifier: torch.Tensor) -> torch.Tensor:
@@ -118,7 +118,7 @@ def evaluate_zeroshot(model, tokenizer, images, labels, classnames: list[str], t
     """
     classifier = zeroshot_classifier(model, tokenizer, classnames, templates, device=device)  # [D, K]
     features = encode_images(model, images, batch_size=batch_size, device=device)  # [N, D]
-    logits = (model.scale().float() * features @ classifier.to(features.device)).cpu()  # [N, K]
+    logits = (model.inverse_temperature().float() * features @ classifier.to(features.device)).cpu()  # [N, K]
     labels = torch.as_tensor(labels).cpu().long()
     K = len(classnames)
     if len(labels) != len(logits):

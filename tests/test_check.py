@@ -2,7 +2,7 @@ import torch
 import torch.nn.functional as F
 
 import miniclip
-from miniclip.check import check_clip_loss, check_similarity, cmp
+from miniclip.course.checkers import check_clip_loss, check_similarity, cmp
 
 
 def test_cmp_exact_close_and_wrong(capsys):

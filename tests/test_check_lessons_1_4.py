@@ -6,7 +6,7 @@ import math
 import pytest
 import torch
 
-from miniclip import check
+from miniclip.course import checkers as check
 from miniclip.data import shapes
 from miniclip.tokenizer import Tokenizer
 
@@ -34,7 +34,7 @@ def to_context(ids, context_length, start_id, end_id, pad_id):
 
 
 def test_to_context(tokenizer):
-    from miniclip.lessons import bpe_ids
+    from miniclip.course.lessons import bpe_ids
 
     assert check.check_to_context(to_context, tokenizer)
     text = "a red circle to the left of a blue star and a green heart above a yellow cross"
@@ -134,12 +134,12 @@ def test_weight_decay():
 
 
 def test_main_run_config_is_the_scale_s_recipe(tmp_path):
-    from miniclip.lessons import coco_cache_dir, main_run_config, main_run_dir
-    from miniclip.scale import pick_scale
+    from miniclip.course.lessons import coco_cache_dir, main_run_config, main_run_dir
+    from miniclip.course.scale import pick_scale
     from miniclip.train import TrainConfig
 
     smoke = pick_scale("smoke")
-    assert main_run_config(smoke) == TrainConfig.preset("shapes-tiny", data="shapes", steps=smoke.steps,
+    assert main_run_config(smoke) == TrainConfig.for_preset("shapes-tiny", data="shapes", steps=smoke.steps,
                                                         num_images=smoke.num_images)
     assert main_run_dir(smoke) == smoke.runs_dir / "main"
     gpu = dataclasses.replace(pick_scale("gpu"), runs_dir=tmp_path)
@@ -149,8 +149,8 @@ def test_main_run_config_is_the_scale_s_recipe(tmp_path):
 
 
 def test_prepare_coco_from_local_parquet(tmp_path, coco_parquet):
-    from miniclip.lessons import coco_cache_dir, coco_pairs, prepare_coco, sample_pairs
-    from miniclip.scale import pick_scale
+    from miniclip.course.lessons import coco_cache_dir, coco_pairs, prepare_coco, sample_pairs
+    from miniclip.course.scale import pick_scale
 
     gpu = dataclasses.replace(pick_scale("gpu"), runs_dir=tmp_path, num_images=3)
     source = dict(hf_dataset="parquet", hf_data_files=[str(coco_parquet["per_image"])])
@@ -165,8 +165,8 @@ def test_prepare_coco_from_local_parquet(tmp_path, coco_parquet):
 
 
 def test_sample_pairs_shapes():
-    from miniclip.lessons import sample_pairs
-    from miniclip.scale import pick_scale
+    from miniclip.course.lessons import sample_pairs
+    from miniclip.course.scale import pick_scale
 
     data = sample_pairs(pick_scale("smoke"), 10)
     again = sample_pairs(pick_scale("smoke"), 10)
@@ -196,7 +196,9 @@ def test_lesson_figures(tokenizer):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from miniclip import CLIPConfig, MiniCLIP, lessons
+    from miniclip import CLIPConfig, MiniCLIP
+
+    from miniclip.course import lessons
 
     data = shapes.generate(4, seed=1, image_size=64)
     for patch in (8, 16):  # 65 and 17 tokens

@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from miniclip import CLIPConfig, MiniCLIP, Tokenizer
-from miniclip.check import check_retrieval_recall, check_siglip_loss, check_template_ensemble
+from miniclip.course.checkers import check_retrieval_recall, check_siglip_loss, check_template_ensemble
 
 
 def stub(*args):
@@ -143,7 +143,7 @@ def credit_solution(scores, answer):  # the notebook's solution
 
 
 def test_choice_credit_accepts_the_solution():
-    from miniclip.check import check_choice_credit
+    from miniclip.course.checkers import check_choice_credit
 
     assert check_choice_credit(credit_solution)
     assert check_choice_credit(lambda s, a: credit_solution(s, a).double().numpy())  # numpy is fine too
@@ -157,7 +157,7 @@ def test_choice_credit_accepts_the_solution():
     (stub, "not implemented"),
 ])
 def test_choice_credit_names_the_mistake(wrong, hint):
-    from miniclip.check import check_choice_credit
+    from miniclip.course.checkers import check_choice_credit
 
     r = check_choice_credit(wrong)
     assert not r and hint in r.hint
@@ -175,7 +175,7 @@ def swap_solution(caption):  # the notebook's solution
 
 
 def test_swap_relation_accepts_the_solution():
-    from miniclip.check import check_swap_relation
+    from miniclip.course.checkers import check_swap_relation
 
     assert check_swap_relation(swap_solution)
 
@@ -190,7 +190,7 @@ def test_swap_relation_accepts_the_solution():
     (stub, "not implemented"),
 ])
 def test_swap_relation_names_the_mistake(wrong, hint):
-    from miniclip.check import check_swap_relation
+    from miniclip.course.checkers import check_swap_relation
 
     r = check_swap_relation(wrong)
     assert not r and hint in r.hint

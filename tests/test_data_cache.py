@@ -10,17 +10,9 @@ from PIL import Image
 
 from miniclip.cli import main
 from miniclip.data import CLIP_MEAN, CLIP_STD, PairedData, shapes
-from miniclip.data.cache import (
-    Batches,
-    IncompleteCacheError,
-    build_cache,
-    clean_captions,
-    decode_image,
-    eval_batches,
-    load_cache,
-    normalise,
-    save_paired,
-)
+from miniclip.data import normalise
+from miniclip.data.batches import Batches, eval_batches
+from miniclip.data.cache import IncompleteCacheError, build_cache, clean_captions, decode_image, load_cache, save_paired
 from miniclip.data.coco import Record, official_records
 
 MEAN = np.array(CLIP_MEAN, dtype=np.float32).reshape(1, 3, 1, 1)
@@ -367,7 +359,7 @@ def test_cli_prepare_shapes(tmp_path):
     assert data.attributes[0]["kind"] in shapes.KINDS
 
 
-def test_cli_prepare_coco_all_sources(tmp_path, coco_official, coco_karpathy, coco_parquet):
+def test_cli_prepare_coco_all_sources(tmp_path, coco_official, coco_karpathy, coco_parquet, capsys):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         assert main(["prepare", "coco", "--source", "coco", "--annotations", str(coco_official["annotations"]),
@@ -387,5 +379,7 @@ def test_cli_prepare_coco_all_sources(tmp_path, coco_official, coco_karpathy, co
     a, b = load_cache(tmp_path / "per_image"), load_cache(tmp_path / "per_caption")
     assert a.num_images == 3 and np.array_equal(a.images, b.images) and a.captions == b.captions
     assert a.meta["manifest"]["source"]["source"] == "hf"
-    with pytest.raises(SystemExit, match="needs annotations"):
-        main(["prepare", "coco", "--source", "coco", "--out", str(tmp_path / "x")])
+    capsys.readouterr()
+    assert main(["prepare", "coco", "--source", "coco", "--out", str(tmp_path / "x")]) == 2  # a user error: one line
+    err = capsys.readouterr().err
+    assert "needs annotations" in err and "Traceback" not in err

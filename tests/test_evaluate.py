@@ -9,10 +9,9 @@ import torch.nn.functional as F
 
 from miniclip import CLIPConfig, MiniCLIP, Tokenizer
 from miniclip.data import CLIP_MEAN, CLIP_STD, PairedData
-from miniclip.evaluate import (
-    contrastive_loss, encode_images, encode_texts, evaluate_retrieval, evaluate_suite, few_shot_curve,
-    fit_logistic_regression, k_shot_indices, linear_probe, prepare_images, retrieval_metrics,
-)
+from miniclip.encode import encode_images, encode_texts, prepare_images
+from miniclip.evaluate import contrastive_loss, evaluate_retrieval, evaluate_suite, retrieval_metrics
+from miniclip.probes.linear import few_shot_curve, fit_logistic_regression, k_shot_indices, linear_probe
 
 KEYS = ["i2t_r1", "i2t_r5", "i2t_r10", "t2i_r1", "t2i_r5", "t2i_r10"]
 
@@ -243,7 +242,7 @@ def test_probe_initialised_from_zero_shot_weights():
     zeroshot_acc = (xt @ classifier).argmax(1).eq(yt).double().mean().item()
     idx = k_shot_indices(y, 1, seed=0)
     # a very strong pull towards the init reproduces the zero-shot classifier (the bias may only shift it a little)
-    pulled = linear_probe(x[idx], y[idx], xt, yt, C=1e-6, init=classifier, init_scale=100.0)
+    pulled = linear_probe(x[idx], y[idx], xt, yt, C=1e-6, init=classifier, init_inverse_temperature=100.0)
     assert abs(pulled - zeroshot_acc) <= 0.02
     # the same strong penalty towards 0 (the plain probe) is much worse than zero-shot
     plain = linear_probe(x[idx], y[idx], xt, yt, C=1e-6)
@@ -283,9 +282,9 @@ def test_contrastive_loss():
     # image i's first caption is caption i; captions 8-15 are second captions, ignored
     caption_image = torch.cat([torch.arange(8), torch.arange(8)])
     texts = torch.cat([f, torch.ones(8, 8) / 8**0.5])
-    assert contrastive_loss(f, texts, caption_image, scale=100.0) < 1e-6  # perfect pairs, sharp logits
+    assert contrastive_loss(f, texts, caption_image, inverse_temperature=100.0) < 1e-6  # perfect pairs, sharp logits
     same = F.normalize(torch.ones(8, 4), dim=1)
-    assert contrastive_loss(same, same, torch.arange(8), scale=10.0, batch_size=4) == pytest.approx(np.log(4))
+    assert contrastive_loss(same, same, torch.arange(8), inverse_temperature=10.0, batch_size=4) == pytest.approx(np.log(4))
 
 
 def test_evaluate_suite_on_the_shapes_world(model):

@@ -33,7 +33,7 @@ def test_shapes_and_logits():
     assert lpi.shape == (5, 3) and lpt.shape == (3, 5)
     torch.testing.assert_close(lpi.t(), lpt)
     # logits are scaled cosines: |logit| <= scale
-    assert lpi.abs().max() <= model.scale() + 1e-4
+    assert lpi.abs().max() <= model.inverse_temperature() + 1e-4
 
 
 def test_logit_scale_init_and_clamp():
@@ -41,7 +41,7 @@ def test_logit_scale_init_and_clamp():
     assert model.logit_scale.item() == pytest.approx(math.log(1 / 0.07), abs=1e-6)
     with torch.no_grad():
         model.logit_scale.fill_(10.0)
-    assert model.scale().item() == pytest.approx(100.0, rel=1e-5)  # forward never uses more than 100
+    assert model.inverse_temperature().item() == pytest.approx(100.0, rel=1e-5)  # forward never uses more than 100
     model.clamp_logit_scale()
     assert model.logit_scale.item() == pytest.approx(math.log(100), abs=1e-6)
 

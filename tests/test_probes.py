@@ -11,7 +11,8 @@ import pytest
 import torch
 
 from miniclip import probes
-from miniclip.data import load_pairs, shapes
+from miniclip.data import shapes
+from miniclip.data.sources import load_pairs
 from miniclip.data.shapes import caption_cores, make_scene, render
 
 PROBE_KEYS = ["1_below_sota", "2_counting", "2_spatial", "2_word_order", "2_binding", "2_fine_grained",
@@ -33,7 +34,7 @@ def run(tmp_path_factory, one_thread):
     from miniclip.train import TrainConfig, train
 
     out = tmp_path_factory.mktemp("probe_run")
-    cfg = TrainConfig.preset("shapes-tiny", steps=30, batch_size=64, num_images=1000, hard_negatives=True,
+    cfg = TrainConfig.for_preset("shapes-tiny", steps=30, batch_size=64, num_images=1000, hard_negatives=True,
                              word_fraction=0.3, eval_every=0, checkpoint_every=0)
     result = train(cfg, out=out, progress=False, eval_fn=lambda m, t: {})
     results = probes.run_probes(result.model, result.tokenizer, smoke=True)
@@ -85,7 +86,7 @@ def test_probes_are_deterministic_and_depend_on_the_seed(run):
 
 
 def test_cli_probe_prints_json_with_every_key(run, capsys):
-    from miniclip.cli import main
+    from miniclip.__main__ import main
 
     *_, out, results = run
     assert main(["probe", str(out), "--json", "--smoke"]) == 0
@@ -99,7 +100,7 @@ def test_cli_probe_reads_the_learning_curve_of_a_run_with_evaluations(run, capsy
     """Limitation 5 of one run: its periodic zero-shot evaluations (metrics.jsonl) against pairs seen."""
     import shutil
 
-    from miniclip.cli import main
+    from miniclip.__main__ import main
 
     *_, out, results = run
     assert "note" in results["5_data_efficiency"]  # trained without evaluations: nothing to draw a curve from
@@ -243,7 +244,7 @@ def test_gender_associations_count_what_the_captions_say(run):
 def test_plot_gender_associations_draws_two_bars_per_context(run):
     import matplotlib.pyplot as plt
 
-    from miniclip.viz import plot_gender_associations
+    from miniclip.course.figures import plot_gender_associations
 
     model, tokenizer, *_ = run
     items = [("woman", "kitchen")] * 5 + [("man", "skateboard")] * 5 + [("man", "kitchen")] * 5

@@ -29,7 +29,7 @@ def test_pyproject_keeps_ranges_that_admit_the_pins():
         lower = re.search(r">=([\d.]+)", spec).group(1)
         as_tuple = lambda v: tuple(int(x) for x in v.split("."))  # noqa: E731
         assert as_tuple(lower) <= as_tuple(version), f"{name} {version} is below pyproject's {spec}"
-    assert project["scripts"]["miniclip"] == "miniclip.cli:main"
+    assert project["scripts"]["miniclip"] == "miniclip.__main__:main"
 
 
 def test_makefile_installs_the_pins_and_tests_offline():

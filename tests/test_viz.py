@@ -7,7 +7,7 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
-from miniclip import viz  # noqa: E402
+from miniclip.course import figures as viz  # noqa: E402
 
 RNG = np.random.default_rng(0)
 IMAGES = RNG.integers(0, 256, (3, 16, 16, 3), dtype=np.uint8)

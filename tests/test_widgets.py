@@ -10,7 +10,7 @@ import torch
 
 from miniclip import CLIPConfig, MiniCLIP, Tokenizer
 from miniclip.data import shapes
-from miniclip.widgets import ImageSearchApp, PromptClassifierApp, parse_classnames, parse_templates
+from miniclip.course.widgets import ImageSearchApp, PromptClassifierApp, parse_classnames, parse_templates
 from miniclip.zeroshot import SHAPES_TEMPLATES, zeroshot_classifier, zeroshot_logits
 
 

@@ -46,7 +46,7 @@ class ClassStub(nn.Module):
     def encode_text(self, tokens):
         return F.one_hot(tokens[:, 0], self.config.embed_dim).float()
 
-    def scale(self):
+    def inverse_temperature(self):
         return torch.tensor(10.0)
 
 
@@ -88,7 +88,7 @@ def test_logits_and_predict(model, tok):
     imgs = rng.integers(0, 256, (4, 32, 32, 3), dtype=np.uint8)
     logits = zeroshot_logits(model, imgs, clf)
     assert logits.shape == (4, len(CLASSES))
-    assert logits.abs().max() <= model.scale() + 1e-4  # scaled cosines
+    assert logits.abs().max() <= model.inverse_temperature() + 1e-4  # scaled cosines
     x = (torch.from_numpy(imgs).permute(0, 3, 1, 2).float() / 255 - torch.tensor(CLIP_MEAN).view(1, 3, 1, 1)) \
         / torch.tensor(CLIP_STD).view(1, 3, 1, 1)
     torch.testing.assert_close(zeroshot_logits(model, x, clf), logits, atol=1e-4, rtol=1e-4)

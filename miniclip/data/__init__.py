@@ -7,10 +7,27 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
+import torch
 
 # The per-channel pixel statistics that CLIP normalises with (RGB, on 0-1 pixels).
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+
+
+def normalise(images, device="cpu", dtype=torch.float32) -> torch.Tensor:
+    """uint8 pixels [B, S, S, 3] (numpy, memmap or tensor) -> float [B, 3, S, S] on device: (x / 255 - mean) / std.
+
+    The one place pixels become model inputs: training batches, evaluation and the notebooks all come here.
+    """
+    if not torch.is_tensor(images):
+        images = np.asarray(images)
+        images = torch.from_numpy(images if images.flags.writeable else images.copy())  # memmaps are read-only
+    if images.dtype != torch.uint8 or images.ndim != 4 or images.shape[-1] != 3:
+        raise ValueError(f"normalise: expected uint8 pixels [B, S, S, 3], got {images.dtype} {list(images.shape)}")
+    x = images.to(device, non_blocking=True).permute(0, 3, 1, 2).contiguous()  # uint8 [B, 3, S, S]
+    std = torch.tensor(CLIP_STD, device=x.device, dtype=dtype).view(1, 3, 1, 1)
+    mean = torch.tensor(CLIP_MEAN, device=x.device, dtype=dtype).view(1, 3, 1, 1)
+    return torch.addcmul(-mean / std, x.to(dtype), 1.0 / (255.0 * std))  # (x / 255 - mean) / std in one pass
 
 
 @dataclass
@@ -61,42 +78,3 @@ class PairedData:
             attributes=None if self.attributes is None else [self.attributes[i] for i in image_ids],
             meta=dict(self.meta),
         )
-
-
-SPLIT_SEED_OFFSET = {"train": 0, "val": 1_000_003, "test": 2_000_003}  # held-out shapes come from other seeds
-
-
-def load_pairs(spec: str, split: str = "train", *, image_size: int = 32, n: int | None = None, seed: int = 0,
-               **shapes_options) -> PairedData:
-    """The (image, caption) pairs of a data source, by name: "shapes" or a cache directory.
-
-    "shapes": generated on the fly (n images, default 50,000 for train and 1,000 for val/test), each split from
-    its own seed. A cache directory (`miniclip prepare`): DIR/<split> when the cache has split folders; a
-    single cache without them keeps its last 1,000 images (about 2%) as "val".
-    """
-    if split not in SPLIT_SEED_OFFSET:
-        raise ValueError(f"split must be one of {list(SPLIT_SEED_OFFSET)}, got {split!r}")
-    if spec == "shapes":
-        from miniclip.data import shapes
-
-        default_n = 50_000 if split == "train" else 1_000
-        return shapes.generate(n or default_n, seed=seed + SPLIT_SEED_OFFSET[split], image_size=image_size,
-                               **shapes_options)
-    from pathlib import Path
-
-    from miniclip.data.cache import load_cache
-
-    root = Path(spec)
-    if (root / split / "manifest.json").is_file():
-        return load_cache(root / split)
-    if (root / "manifest.json").is_file():
-        data = load_cache(root)
-        held_out = min(1_000, data.num_images // 10)
-        ids = np.arange(data.num_images - held_out) if split == "train" else np.arange(data.num_images - held_out, data.num_images)
-        return data.subset(ids)
-    if not root.exists():
-        raise FileNotFoundError(f"data {spec!r}: neither 'shapes' nor an existing cache directory; build one with `miniclip prepare`")
-    raise FileNotFoundError(
-        f"{root} holds no finished cache (no manifest.json in it or in {root / split}); "
-        "run `miniclip prepare ...` again to finish or resume it"
-    )

@@ -58,7 +58,7 @@ INVERSE = {"to the left of": "to the right of", "to the right of": "to the left 
 # Object diameter as a fraction of the image side: at 32 px about 10 and 14 pixels (smaller circles and
 # squares are hard to tell apart). Two large objects never stand side by side in a relation scene.
 SIZE_FRACTION = {"small": 0.30, "large": 0.44}
-SCALE_JITTER = (0.92, 1.08)  # each object's diameter is multiplied by a factor drawn from this range
+SIZE_JITTER = (0.92, 1.08)  # each object's diameter is multiplied by a factor drawn from this range
 GAP = 0.06  # the least free space between two objects, as a fraction of the image side
 ALIGN = 0.03  # related objects differ by at most 2 * ALIGN across the relation's axis
 TRAINING_BACKGROUNDS = ("noise", "gradient", "checker")  # what background="mixed" draws from
@@ -283,7 +283,7 @@ def make_scene(
         if kind == "relation" and size_list == ["large", "large"] and given == (None, None):
             size_list[rng.integers(2)] = "small"  # two large objects do not fit side by side with a clear gap
 
-    scales = rng.uniform(*SCALE_JITTER, n)
+    scales = rng.uniform(*SIZE_JITTER, n)
     radii = [SIZE_FRACTION[z] * k / 2 for z, k in zip(size_list, scales)]
     margin = 1.0 / image_size
     if kind == "relation":
@@ -352,6 +352,26 @@ def caption_core(caption: str) -> str:
     """A caption without its optional "a photo of " and full stop: what caption_cores() lists."""
     caption = caption.removesuffix(".")
     return caption.removeprefix("a photo of ")
+
+
+RELATION_WORDS = tuple(f" {r} " for r in RELATIONS)  # with spaces: a relation between two noun phrases
+
+
+def swap_relation(caption: str) -> str | None:
+    """'a red circle to the left of a blue star' -> 'a blue star to the left of a red circle' (None if no relation).
+
+    A leading "a photo of " and a final full stop stay where they are. The same words in another order: a
+    bag-of-words text encoder cannot tell the two apart, so as an extra negative (train's hard_negatives) it
+    forces the model to use word order (NegCLIP, Yuksekgonul et al., 2023).
+    """
+    stop = "." if caption.endswith(".") else ""  # the full stop stays at the end
+    caption = caption[: len(caption) - len(stop)]
+    prefix = "a photo of " if caption.startswith("a photo of ") else ""  # so does the prefix
+    for rel in RELATION_WORDS:
+        if rel in caption:
+            left, right = caption[len(prefix):].split(rel, 1)
+            return f"{prefix}{right}{rel}{left}{stop}"
+    return None
 
 
 def describe(scene: Scene, rng=None) -> list[str]:

@@ -13,7 +13,7 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import numpy as np
 
-from miniclip.fileio import atomic_path
+from miniclip.checkpoint import atomic_path
 
 
 def _numpy(x) -> np.ndarray:

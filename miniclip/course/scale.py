@@ -42,7 +42,7 @@ def _hub_reachable(timeout: float = 2.0) -> bool:
 
 
 def _repo_root() -> Path:
-    here = Path(__file__).resolve().parent.parent
+    here = Path(__file__).resolve().parents[2]  # the repository root, when miniclip is installed from a clone
     return here if (here / "pyproject.toml").is_file() else Path.cwd()
 
 

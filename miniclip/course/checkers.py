@@ -1,6 +1,6 @@
 """Checkers for the notebook exercises, in the spirit of nn-zero-to-hero's `cmp`.
 
-    from miniclip.check import cmp
+    from miniclip.course.checkers import cmp
     cmp("loss", my_loss, miniclip.clip_loss(logits))     # prints: loss | exact   (or close, or how far off)
 
 Each `check_*` function runs a student's function on several inputs, compares it with the package's own
@@ -157,7 +157,7 @@ def check_template_ensemble(fn: Callable, model=None, tokenizer=None) -> CheckRe
     }
     result = _diagnose("template_ensemble", fn, ref, mistakes, inputs)
     if result and model is not None and tokenizer is not None:
-        from miniclip.evaluate import model_device
+        from miniclip.encode import model_device
         from miniclip.zeroshot import SHAPES_TEMPLATES, zeroshot_classifier
 
         classnames, templates = ["red circle", "blue star", "green heart"], SHAPES_TEMPLATES[:3]
@@ -298,7 +298,7 @@ def check_choice_credit(fn: Callable) -> CheckResult:
 def check_swap_relation(fn: Callable) -> CheckResult:
     """fn(caption) -> the caption with the two objects of its relation swapped, or None without a relation
     (lesson 07; the hard negative of NegCLIP). "a photo of " and a final full stop stay where they are."""
-    from miniclip.train import swap_relation
+    from miniclip.data.shapes import swap_relation
 
     cases = ["a red circle to the left of a blue star", "a photo of a small green heart above a large yellow cross",
              "a purple square below an orange triangle.", "a photo of a red cross to the right of a blue heart.",
@@ -357,7 +357,7 @@ def check_to_context(fn: Callable, tokenizer) -> CheckResult:
     ids: a caption's BPE ids (no special tokens). Checked against what `tokenizer.encode` produces for the same
     captions, and on short contexts: [start] + ids cut to fit + [end] + padding; truncation must keep <end>.
     """
-    from miniclip.lessons import bpe_ids
+    from miniclip.course.lessons import bpe_ids
 
     L, s, e, p = tokenizer.context_length, tokenizer.start_id, tokenizer.end_id, tokenizer.pad_id
     texts = ["a red circle", "", "two blue stars above a green heart",

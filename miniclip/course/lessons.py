@@ -17,7 +17,7 @@ from pathlib import Path
 
 from miniclip.config import CLIPConfig
 from miniclip.data import PairedData
-from miniclip.scale import Scale
+from miniclip.course.scale import Scale
 
 
 def image_size(scale: Scale) -> int:
@@ -68,7 +68,7 @@ def sample_pairs(scale: Scale, n: int, split: str = "train", seed: int = 0) -> P
     main run's training cache when it is already there, otherwise a small cache of the first n images of the split.
     """
     if scale.data == "shapes":
-        from miniclip.data import load_pairs
+        from miniclip.data.sources import load_pairs
 
         return load_pairs("shapes", split, image_size=image_size(scale), n=n, seed=seed)
     main = coco_cache_dir(scale, "train")
@@ -90,7 +90,7 @@ def main_run_config(scale: Scale):
     """The recipe of the main run: the preset's own recipe with the scale's data, steps and number of images."""
     from miniclip.train import TrainConfig
 
-    return TrainConfig.preset(scale.preset, data=main_run_data(scale), steps=scale.steps, num_images=scale.num_images)
+    return TrainConfig.for_preset(scale.preset, data=main_run_data(scale), steps=scale.steps, num_images=scale.num_images)
 
 
 def main_run_dir(scale: Scale) -> Path:

@@ -10,20 +10,26 @@ from pathlib import Path
 
 import torch
 
-from miniclip.data import load_pairs, shapes
-from miniclip.evaluate import encode_images, encode_texts, evaluate_suite
-from miniclip.fileio import atomic_write_json
+from miniclip.data import shapes
+from miniclip.data.sources import load_pairs
+from miniclip.encode import encode_images, encode_texts
+from miniclip.evaluate import evaluate_suite
+from miniclip.checkpoint import atomic_write_json
 from miniclip.train import TrainConfig, train
-from miniclip.viz import plot_confusion, plot_similarity, save_figure
+from miniclip.course.figures import plot_confusion, plot_history, plot_similarity, save_figure
 from miniclip.zeroshot import SHAPES_TEMPLATES, evaluate_zeroshot
 
 
-def demo(out="runs/demo", steps: int | None = None, seed: int = 0) -> dict:
-    """Train, evaluate and draw into `out`; returns the metrics (also written to out/metrics.json)."""
+def demo(out="runs/demo", steps: int | None = None, seed: int = 0, overwrite: bool = False) -> dict:
+    """Train, evaluate and draw into `out`; returns the metrics (also written to out/metrics.json).
+
+    An earlier demo in `out` is kept unless overwrite=True (`miniclip demo --overwrite`).
+    """
     out = Path(out)
-    cfg = TrainConfig.preset("shapes-tiny", seed=seed, eval_every=0, **({"steps": steps} if steps else {}))
-    result = train(cfg, out=out)
+    cfg = TrainConfig.for_preset("shapes-tiny", seed=seed, eval_every=0, **({"steps": steps} if steps else {}))
+    result = train(cfg, out=out, overwrite=overwrite)
     model, tokenizer = result.model, result.tokenizer
+    save_figure(plot_history(result.history), out / "history.png")
     metrics = evaluate_suite(model, tokenizer, "shapes", seed=seed)
 
     # Eight held-out images against their own captions: a good model lights up the diagonal.

@@ -31,7 +31,8 @@ import torch.nn.functional as F
 from miniclip.data import shapes
 from miniclip.data.shapes import (COLOURS, RELATIONS, RENDITIONS, SHAPES, caption_core, class_names, make_scene,
                                   noun_phrase, render)
-from miniclip.evaluate import encode_images, encode_texts, few_shot_curve, fit_logistic_regression, prepare_images
+from miniclip.encode import encode_images, encode_texts, prepare_images
+from miniclip.probes.linear import few_shot_curve, fit_logistic_regression
 from miniclip.zeroshot import SHAPES_TEMPLATES, zeroshot_classifier
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -79,7 +80,7 @@ def probe_config(name: str, smoke: bool = False, **overrides):
 
     if name not in RECIPES:
         raise ValueError(f"unknown probe recipe {name!r}; known: {', '.join(RECIPES)}")
-    return TrainConfig.preset("shapes-tiny", **{**RECIPES[name], **(SMOKE_RECIPE if smoke else {}), **overrides})
+    return TrainConfig.for_preset("shapes-tiny", **{**RECIPES[name], **(SMOKE_RECIPE if smoke else {}), **overrides})
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -364,7 +365,7 @@ def word_order_perturbations(caption: str, rng) -> dict[str, str]:
 
 def _held_out_pairs(model, smoke: bool, seed: int):
     """Held-out shapes scenes with their captions (the test split), sized for word_order."""
-    from miniclip.data import load_pairs
+    from miniclip.data.sources import load_pairs
 
     n = 4 * _size(smoke, "word_order_images")  # short captions have no four distinct reorderings: draw more
     return load_pairs("shapes", "test", image_size=model.config.image_size, n=n, seed=seed)
@@ -780,7 +781,7 @@ def bias(model, tokenizer, smoke: bool = False, seed: int = 0, correlation: dict
     out = {}
     for design, (classes, class_shape) in designs.items():
         classifier = zeroshot_classifier(model, tokenizer, classes, SHAPES_TEMPLATES).cpu()  # [D, K]
-        probs = (model.scale().item() * features @ classifier).softmax(dim=1)  # [n, K]
+        probs = (model.inverse_temperature().item() * features @ classifier).softmax(dim=1)  # [n, K]
         is_target = torch.tensor([s == target for s in class_shape])  # [K]
         says = np.array([class_shape[p] == target for p in probs.argmax(dim=1).tolist()])  # [n]
         prob = probs[:, is_target].sum(dim=1).numpy()  # [n]
@@ -885,7 +886,7 @@ def few_shot(model, tokenizer, smoke: bool = False, seed: int = 0) -> dict:
     # init.t() must be contiguous: fit_logistic_regression clones it into the weights that L-BFGS flattens
     init = classifier.t().contiguous().t()  # [D, K], stored column by column
     prior = few_shot_curve(train_features, train_labels, test_features, test_labels, ks=ks, seeds=seeds,
-                           init=init, init_scale=model.scale().item())
+                           init=init, init_inverse_temperature=model.inverse_temperature().item())
     matching = next((k for k in ks if plain[k][0] >= zero_shot), None)
     return {
         "zero_shot": zero_shot,

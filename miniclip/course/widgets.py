@@ -27,8 +27,8 @@ import numpy as np
 import torch
 from IPython.display import display
 
-from miniclip.evaluate import encode_images, encode_texts
-from miniclip.viz import plot_probabilities, plot_retrieval
+from miniclip.encode import encode_images, encode_texts
+from miniclip.course.figures import plot_probabilities, plot_retrieval
 from miniclip.zeroshot import SIMPLE_TEMPLATE, zeroshot_classifier, zeroshot_logits
 
 THUMBNAIL = 160  # pixels: the image picker shows images at about this size

@@ -1,6 +1,6 @@
 """Student notebooks: the course notebooks with every solution cut out.
 
-    python -m miniclip.exercises build notebooks/ --out student/
+    python -m miniclip.course.student build notebooks/ --out student/
 
 In a solution notebook the answer to an exercise sits between two marker lines:
 
@@ -58,7 +58,7 @@ def student_notebook(nb: dict) -> dict:
 
 def build(src_dir, out_dir) -> list[Path]:
     """Write the student version of every notebook in src_dir into out_dir; returns the paths written."""
-    from miniclip.fileio import atomic_write_text
+    from miniclip.checkpoint import atomic_write_text
 
     src_dir, out_dir = Path(src_dir), Path(out_dir)
     notebooks = sorted(src_dir.glob("*.ipynb"))

@@ -1,0 +1,147 @@
+"""Training batches straight from memory: a gather of uint8 images, normalised on the device, one caption each.
+
+    batches = Batches(data, tokens, batch_size=256, device="cpu", seed=0)
+    images, tokens, image_idx = batches.get(step)    # float [B, 3, S, S], int64 [B, T], int64 [B]
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from miniclip.data import PairedData, normalise
+
+def random_resized_crop(x: torch.Tensor, rng: np.random.Generator, scale=(0.8, 1.0), ratio=(3 / 4, 4 / 3)):
+    """Per-sample random crop (area share in scale, aspect in ratio) resized back: [B, C, S, S] -> [B, C, S, S].
+
+    One grid_sample call for the whole batch. The sampling grid is the affine grid of an axis-aligned
+    crop (what F.affine_grid would give for theta = [[w, 0, cx], [0, h, cy]], built directly because it
+    is cheaper). w, h > 0: it never flips, since captions speak of left and right.
+    """
+    b, _, s, _ = x.shape
+    area = rng.uniform(*scale, b)
+    aspect = np.exp(rng.uniform(math.log(ratio[0]), math.log(ratio[1]), b))
+    w = np.minimum(np.sqrt(area * aspect), 1.0)  # crop width / image width
+    h = np.minimum(np.sqrt(area / aspect), 1.0)
+    cx = rng.uniform(-1.0, 1.0, b) * (1.0 - w)  # crop centre, in [-1, 1] grid units
+    cy = rng.uniform(-1.0, 1.0, b) * (1.0 - h)
+    params = torch.from_numpy(np.stack([w, h, cx, cy], 1).astype(np.float32)).to(x.device)  # [B, 4]
+    base = (torch.arange(s, device=x.device, dtype=torch.float32) * 2 + 1) / s - 1  # pixel centres in [-1, 1], [S]
+    gx = params[:, 0, None] * base + params[:, 2, None]  # [B, S]: input x of each output column
+    gy = params[:, 1, None] * base + params[:, 3, None]  # [B, S]: input y of each output row
+    grid = torch.empty(b, s, s, 2, device=x.device)  # [B, S, S, 2]: (x, y) to sample for each output pixel
+    grid[..., 0] = gx[:, None, :]
+    grid[..., 1] = gy[:, :, None]
+    return F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
+
+
+class Batches:
+    """Training batches straight from a PairedData: (images float32 [B, 3, S, S] on device, tokens [B, T]
+    on device, image_idx int64 [B] on the CPU).
+
+    Epoch e is a seeded permutation of the images (those with at least one caption) and one random caption
+    per image, so no batch holds two captions of one image. The batch of step k is a pure function of
+    (seed, k): get(k) after a restart returns the same batch. len() = steps per epoch.
+    augment=True: per-sample random resized crop (scale 0.8-1), no flips.
+    """
+
+    def __init__(self, data: PairedData, tokens: torch.Tensor, batch_size: int, *, device="cpu", seed: int = 0,
+                 augment: bool = False, drop_last: bool = True):  # fmt: skip
+        if len(tokens) != len(data.captions):
+            raise ValueError(f"tokens has {len(tokens)} rows but the data has {len(data.captions)} captions")
+        self.data, self.batch_size, self.seed = data, batch_size, seed
+        self.augment, self.drop_last = augment, drop_last
+        self.device = torch.device(device)
+        # captions grouped by image: those of image i are self.order[self.start[i] : self.start[i] + self.count[i]]
+        self.order = np.argsort(data.caption_image, kind="stable")
+        self.count = np.bincount(data.caption_image, minlength=data.num_images)
+        self.start = np.concatenate([[0], np.cumsum(self.count)[:-1]])
+        self.usable = np.flatnonzero(self.count > 0)  # images with at least one caption
+        if len(self) == 0:
+            n = len(self.usable)
+            raise ValueError(f"{n} captioned images make no batch of {batch_size} (drop_last={drop_last})")
+        self.tokens = tokens.to(self.device)
+        self.images, self._pinned = data.images, None
+        if self.device.type == "cuda":
+            free, _ = torch.cuda.mem_get_info(self.device)
+            if data.images.nbytes < 0.5 * free:  # keep every uint8 image on the GPU
+                self.images = torch.empty(data.images.shape, dtype=torch.uint8, device=self.device)
+                for i in range(0, data.num_images, 8192):
+                    self.images[i : i + 8192] = torch.from_numpy(np.array(data.images[i : i + 8192])).to(self.device)
+            else:  # gather on the CPU into pinned buffers (two, alternating), copy asynchronously
+                shape = (batch_size,) + data.images.shape[1:]
+                self._pinned = [torch.empty(shape, dtype=torch.uint8).pin_memory() for _ in range(2)]
+                self._events, self._slot = [None, None], 0
+        self._epoch, self._epoch_plan = None, None
+
+    def __len__(self) -> int:
+        n = len(self.usable)
+        return n // self.batch_size if self.drop_last else math.ceil(n / self.batch_size)
+
+    def _plan(self, epoch: int) -> tuple[np.ndarray, np.ndarray]:
+        """(image order [n], chosen caption of each image [n]) for one epoch, from (seed, epoch) only."""
+        if self._epoch != epoch:
+            images = np.random.default_rng([self.seed, epoch, 0]).permutation(self.usable)
+            pick = np.random.default_rng([self.seed, epoch, 1]).random(len(images))
+            chosen = self.order[self.start[images] + (pick * self.count[images]).astype(np.int64)]
+            self._epoch, self._epoch_plan = epoch, (images, chosen)
+        return self._epoch_plan
+
+    def indices(self, step: int) -> tuple[np.ndarray, np.ndarray]:
+        """(image indices int64 [B], caption indices int64 [B]) of batch `step`, images in ascending order."""
+        epoch, b = divmod(step, len(self))
+        images, chosen = self._plan(epoch)
+        sl = slice(b * self.batch_size, (b + 1) * self.batch_size)
+        image_idx, caption_idx = images[sl], chosen[sl]
+        sort = np.argsort(image_idx)  # ascending reads from the memmap
+        return image_idx[sort], caption_idx[sort]
+
+    def caption_ids(self, step: int) -> torch.Tensor:
+        """int64 [B] (CPU): the caption index of each row of get(step) (rows of the `tokens` given)."""
+        return torch.from_numpy(self.indices(step)[1])
+
+    def _gather(self, image_idx: np.ndarray) -> torch.Tensor:
+        """uint8 [B, S, S, 3] on the device."""
+        if torch.is_tensor(self.images):  # already on the GPU
+            return self.images[torch.from_numpy(image_idx).to(self.device)]
+        if self._pinned is None:
+            return torch.from_numpy(np.asarray(self.images[image_idx]))
+        slot = self._slot = 1 - self._slot
+        if self._events[slot] is not None:
+            self._events[slot].synchronize()  # its previous copy has finished
+        buf = self._pinned[slot][: len(image_idx)]
+        np.take(self.images, image_idx, axis=0, out=buf.numpy())
+        x = buf.to(self.device, non_blocking=True)
+        self._events[slot] = torch.cuda.Event()
+        self._events[slot].record()
+        return x
+
+    def get(self, step: int):
+        """The batch of step `step` (any step, in any order): (images, tokens, image_idx)."""
+        image_idx, caption_idx = self.indices(step)
+        x = normalise(self._gather(image_idx), self.device)  # [B, 3, S, S]
+        if self.augment:
+            x = random_resized_crop(x, np.random.default_rng([self.seed, step, 2]))
+        tokens = self.tokens[torch.from_numpy(caption_idx).to(self.device)]  # [B, T]
+        return x, tokens, torch.from_numpy(image_idx)
+
+    def iterate(self, start_step: int = 0, end_step: int | None = None):
+        """Batches of steps start_step, start_step + 1, ... up to end_step (None: forever)."""
+        step = start_step
+        while end_step is None or step < end_step:
+            yield self.get(step)
+            step += 1
+
+    def __iter__(self):
+        """One epoch: steps 0 .. len(self) - 1."""
+        return self.iterate(0, len(self))
+
+
+def eval_batches(data: PairedData, batch_size: int = 256, device="cpu"):
+    """Normalised images float32 [b, 3, S, S] on device, in order, no augmentation (for feature extraction)."""
+    for i in range(0, data.num_images, batch_size):
+        yield normalise(data.images[i : i + batch_size], device)
+
+
