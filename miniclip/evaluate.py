@@ -8,6 +8,8 @@ held-out metrics that training logs and `miniclip eval` prints.
 """
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import torch
 
@@ -16,6 +18,8 @@ from miniclip.data.sources import SPLIT_SEED_OFFSET, load_pairs
 from miniclip.encode import encode_images, encode_texts
 from miniclip.loss import clip_loss
 from miniclip.zeroshot import SHAPES_TEMPLATES, evaluate_zeroshot
+
+MIN_EVAL_IMAGES = 100  # an evaluation on fewer held-out images warns: one image is 1% or more of the score
 
 # ----------------------------------------------------------------------------------------------------------------
 # Retrieval
@@ -44,6 +48,9 @@ def retrieval_metrics(similarity, caption_image, ks=(1, 5, 10), chunk: int = 102
     Returns {"i2t_r1", "i2t_r5", "i2t_r10", "t2i_r1", "t2i_r5", "t2i_r10"} (one pair of keys per k).
     """
     sim = torch.as_tensor(similarity)
+    if not torch.isfinite(sim).all():  # NaN compares false with everything: it would rank first, a perfect recall
+        raise FloatingPointError("retrieval_metrics: the similarities hold NaN or infinite values, so the model's "
+                                 "weights or features are broken (a diverged run?); recall would be meaningless")
     caption_image = torch.as_tensor(np.asarray(caption_image), dtype=torch.long, device=sim.device)
     n_img, n_cap = sim.shape
     if caption_image.shape != (n_cap,):
@@ -133,6 +140,9 @@ def evaluate_suite(model, tokenizer, data="shapes", device=None, seed: int = 0, 
         pairs = load_pairs("shapes", split, image_size=image_size, n=num_images, seed=seed)
     else:
         pairs = load_pairs(str(data), split)
+    if pairs.num_images < MIN_EVAL_IMAGES:
+        warnings.warn(f"evaluating on only {pairs.num_images} held-out images (fewer than {MIN_EVAL_IMAGES}): recall "
+                      "and accuracy this noisy say little; give the cache a val split or more images", stacklevel=2)
     image_features = encode_images(model, pairs.images, batch_size=batch_size, device=device)  # [N, D]
     text_features = encode_texts(model, tokenizer, pairs.captions, device=device)  # [C, D]
     metrics = retrieval_metrics(image_features @ text_features.t(), pairs.caption_image)

@@ -1,0 +1,190 @@
+"""Nothing lost, nothing silently wrong: each test repeats one way a careless or unlucky user broke a run."""
+import json
+import os
+
+import pytest
+import torch
+
+import miniclip
+from miniclip.__main__ import main
+from miniclip.checkpoint import atomic_write_text, read_jsonl, save, write_jsonl
+from miniclip.config import TrainConfig
+from miniclip.evaluate import evaluate_suite, retrieval_metrics
+from miniclip.train import train
+
+SMALL = dict(preset="shapes-tiny", steps=8, batch_size=32, num_images=300, warmup_steps=2, log_every=2,
+             eval_every=0, checkpoint_every=4)
+
+
+def no_eval(model, tokenizer):
+    return {}
+
+
+def cli(capsys, *argv):
+    """(exit status, stderr) of the miniclip command."""
+    capsys.readouterr()
+    status = main([str(a) for a in argv])
+    return status, capsys.readouterr().err
+
+
+# ---------------------------------------------------------------------------------------------- outputs never clobber
+
+def test_train_into_an_existing_run_refuses_without_resume_or_overwrite(tmp_path, capsys):
+    train(TrainConfig(**SMALL), out=tmp_path / "run", eval_fn=no_eval, progress=False)
+    before = (tmp_path / "run" / "metrics.jsonl").read_text()
+    with pytest.raises(FileExistsError, match="--resume.*--overwrite"):
+        train(TrainConfig(**SMALL), out=tmp_path / "run", eval_fn=no_eval, progress=False)
+    status, err = cli(capsys, "train", "--out", tmp_path / "run", "--steps", 2)
+    assert status == 2 and "--overwrite" in err and "Traceback" not in err
+    assert (tmp_path / "run" / "metrics.jsonl").read_text() == before  # the log was not emptied
+    train(TrainConfig(**{**SMALL, "steps": 4}), out=tmp_path / "run", overwrite=True, eval_fn=no_eval, progress=False)
+    assert read_jsonl(tmp_path / "run" / "metrics.jsonl")[-1]["step"] == 4
+
+
+def test_export_hf_refuses_its_own_run_directory(tmp_path, capsys):
+    train(TrainConfig(**{**SMALL, "steps": 2}), out=tmp_path / "run", eval_fn=no_eval, progress=False)
+    files = sorted(p.name for p in (tmp_path / "run").iterdir())
+    status, err = cli(capsys, "export-hf", tmp_path / "run", tmp_path / "run")
+    assert status == 2 and "run directory" in err
+    assert sorted(p.name for p in (tmp_path / "run").iterdir()) == files
+
+
+# ---------------------------------------------------------------------------------------------- the checkpoint set
+
+def test_a_kill_between_the_checkpoint_files_never_mixes_steps(tmp_path, monkeypatch):
+    """Killed after model.safetensors of step 8 was written but before the train state: --resume goes back to step 4
+    as a whole (weights and optimiser together) and ends exactly where an uninterrupted run ends."""
+    import miniclip.train as train_module
+
+    whole = train(TrainConfig(**SMALL), out=tmp_path / "whole", eval_fn=no_eval, progress=False)
+    real = train_module.save_train_state
+
+    def killed_at_step_8(model, optimizer, step, path):
+        if step == 8:
+            raise KeyboardInterrupt("killed")
+        real(model, optimizer, step, path)
+
+    monkeypatch.setattr(train_module, "save_train_state", killed_at_step_8)
+    with pytest.raises(KeyboardInterrupt):
+        train(TrainConfig(**SMALL), out=tmp_path / "run", eval_fn=no_eval, progress=False)
+    monkeypatch.setattr(train_module, "save_train_state", real)
+    resumed = train(TrainConfig(**SMALL), out=tmp_path / "run", resume=True, eval_fn=no_eval, progress=False)
+    for (name, a), b in zip(whole.model.state_dict().items(), resumed.model.state_dict().values()):
+        torch.testing.assert_close(a, b, msg=name)
+    assert [r["step"] for r in resumed.history] == [r["step"] for r in whole.history]
+
+
+def test_stale_temporary_files_are_swept_when_a_run_resumes(tmp_path):
+    train(TrainConfig(**{**SMALL, "steps": 4}), out=tmp_path, eval_fn=no_eval, progress=False)
+    orphan = tmp_path / ".model.safetensors.abc123.tmp"
+    orphan.write_bytes(b"half a file")
+    train(TrainConfig(**SMALL), out=tmp_path, resume=True, eval_fn=no_eval, progress=False)
+    assert not orphan.exists()
+
+
+def test_a_torn_last_metrics_line_is_dropped_with_a_warning(tmp_path):
+    path = tmp_path / "metrics.jsonl"
+    write_jsonl(path, [{"step": 2, "loss": 3.0}, {"step": 4, "loss": 2.5}])
+    with open(path, "a") as f:
+        f.write('{"step": 6, "lo')  # killed mid-line
+    with pytest.warns(UserWarning, match="torn last line"):
+        assert [r["step"] for r in read_jsonl(path)] == [2, 4]
+    path.write_text('{"step": 2}\nnot json\n{"step": 6}\n')  # damage in the middle is an error that says where
+    with pytest.raises(ValueError, match="line 2"):
+        read_jsonl(path)
+
+
+def test_written_files_follow_the_umask(tmp_path):
+    old = os.umask(0o022)
+    try:
+        atomic_write_text(tmp_path / "a.json", "{}")
+        (tmp_path / "b.json").write_text("{}")
+    finally:
+        os.umask(old)
+    assert (tmp_path / "a.json").stat().st_mode & 0o777 == (tmp_path / "b.json").stat().st_mode & 0o777 == 0o644
+
+
+def test_resume_with_another_preset_names_the_preset(tmp_path, capsys):
+    train(TrainConfig(**{**SMALL, "steps": 4}), out=tmp_path, eval_fn=no_eval, progress=False)
+    status, err = cli(capsys, "train", "--preset", "coco-small", "--data", "shapes", "--out", tmp_path, "--resume")
+    assert status == 2 and "shapes-tiny" in err and len(err.splitlines()) == 1
+
+
+# ---------------------------------------------------------------------------------------------- honest metrics
+
+def test_a_model_with_nan_weights_never_scores_perfect_recall():
+    model = miniclip.MiniCLIP(miniclip.CLIPConfig.preset("shapes-tiny"))
+    sim = torch.full((4, 4), float("nan"))
+    with pytest.raises(FloatingPointError, match="broken"):
+        retrieval_metrics(sim, torch.arange(4))
+    tokenizer = miniclip.Tokenizer.train(["a red circle", "a blue star"] * 20, 300, 32)
+    model.config.eot_token_id = tokenizer.end_id
+    with torch.no_grad():
+        model.visual.proj.fill_(float("nan"))
+    with pytest.raises(FloatingPointError):
+        evaluate_suite(model, tokenizer, "shapes", num_images=100, zeroshot_per_class=1)
+
+
+def test_json_output_writes_null_for_nan():
+    from miniclip.checkpoint import to_json
+
+    text = to_json({"loss": float("nan"), "r": [float("inf"), 1.5], "n": torch.tensor(3)}, indent=None)
+    assert "NaN" not in text and "Infinity" not in text  # tokens that strict JSON parsers reject
+    assert json.loads(text) == {"loss": None, "r": [None, 1.5], "n": 3}
+
+
+def test_an_evaluation_on_few_images_warns_and_says_how_many():
+    model = miniclip.MiniCLIP(miniclip.CLIPConfig.preset("shapes-tiny"))
+    tokenizer = miniclip.Tokenizer.train(["a red circle", "a blue star"] * 20, 300, 32)
+    model.config.eot_token_id = tokenizer.end_id
+    with pytest.warns(UserWarning, match="only 19 held-out images"):
+        evaluate_suite(model, tokenizer, "shapes", num_images=19, zeroshot_per_class=0)
+
+
+# ---------------------------------------------------------------------------------------------- flags and files
+
+@pytest.mark.parametrize("flag, value", [("--steps", 0), ("--steps", -3), ("--batch-size", 0), ("--batch-size", -1),
+                                         ("--num-images", -5), ("--lr", "nan"), ("--lr", -0.1), ("--lr", "inf")])
+def test_bad_training_flags_are_named_before_any_work(tmp_path, capsys, flag, value):
+    status, err = cli(capsys, "train", "--out", tmp_path / "run", flag, value)
+    assert status == 2 and flag in err and "Traceback" not in err
+    assert not (tmp_path / "run").exists()  # refused before anything was written
+
+
+def test_batch_size_one_warns_that_nothing_is_learned(tmp_path, capsys):
+    status, err = cli(capsys, "train", "--out", tmp_path / "run", "--steps", 1, "--batch-size", 1,
+                      "--num-images", 50, "--eval-every", 0)
+    assert status == 0 and "--batch-size 1" in err
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without a GPU")
+def test_device_cuda_without_a_gpu_is_refused_before_the_data_is_generated(tmp_path, capsys):
+    status, err = cli(capsys, "train", "--out", tmp_path / "run", "--device", "cuda")
+    assert status == 2 and "--device" in err and not (tmp_path / "run").exists()
+
+
+def test_a_damaged_model_file_is_named(tmp_path, capsys):
+    model = miniclip.MiniCLIP(miniclip.CLIPConfig.preset("shapes-tiny"))
+    tokenizer = miniclip.Tokenizer.train(["a red circle", "a blue star"] * 20, 300, 32)
+    model.config.eot_token_id = tokenizer.end_id
+    save(model, tokenizer, tmp_path)
+    (tmp_path / "model.safetensors").write_bytes(b"\x00" * 100)
+    status, err = cli(capsys, "eval", tmp_path)
+    assert status == 2 and "model.safetensors" in err and "Traceback" not in err
+    save(model, tokenizer, tmp_path)
+    (tmp_path / "tokenizer.json").write_bytes(b"\xff\xfe not a tokenizer")
+    status, err = cli(capsys, "eval", tmp_path)
+    assert status == 2 and "tokenizer.json" in err
+
+
+def test_a_tokenizer_from_another_run_is_refused(tmp_path):
+    model = miniclip.MiniCLIP(miniclip.CLIPConfig.preset("shapes-tiny", eot_token_id=5))
+    tokenizer = miniclip.Tokenizer.train(["a red circle", "a blue star"] * 20, 300, 32)  # its end id is 3
+    save(model, tokenizer, tmp_path)
+    with pytest.raises(ValueError, match="different runs"):
+        miniclip.load(tmp_path)
+
+
+def test_debug_shows_the_traceback(tmp_path):
+    with pytest.raises(ValueError, match="--steps"):
+        main(["--debug", "train", "--out", str(tmp_path / "run"), "--steps", "0"])
