@@ -157,6 +157,16 @@ def precision(device: torch.device):
     return torch.autocast("cpu", enabled=False), torch.float32
 
 
+def _process_device(name: str, world: int) -> torch.device:
+    """This process's device: pick_device(name), or under torchrun the GPU of its LOCAL_RANK; TF32 matmuls on."""
+    device = pick_device(name)
+    if device.type == "cuda" and world > 1:
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+        torch.cuda.set_device(device)
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
+    return device
+
+
 def _distributed() -> tuple[int, int]:
     """(rank, world size); starts the process group when launched by torchrun."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
@@ -222,11 +232,7 @@ def train(cfg: TrainConfig | None = None, *, out=None, resume: bool = False, ove
     rank, world = _distributed()
     if cfg.batch_size % world:
         raise ValueError(f"--batch-size {cfg.batch_size} must be divisible by the number of processes ({world})")
-    device = pick_device(cfg.device)
-    if device.type == "cuda" and world > 1:
-        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
-        torch.cuda.set_device(device)
-    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
+    device = _process_device(cfg.device, world)
     out, main_process = (Path(out) if out is not None else None), rank == 0
     if out is not None and main_process:
         _prepare_run_dir(out, resume, overwrite)
@@ -281,8 +287,8 @@ def train(cfg: TrainConfig | None = None, *, out=None, resume: bool = False, ove
             loss = train_step(net, images, batch_tokens, extra)
         if not torch.isfinite(loss):
             log.close()
-            raise FloatingPointError(f"the loss became {loss.item()} at step {step}; stopping. The last good checkpoint "
-                                     "is kept" + (f" in {out} (continue with --resume, perhaps with a lower --lr)" if out else ""))
+            kept = f" The last good checkpoint is kept in {out} (--resume, perhaps with a lower --lr)." if out else ""
+            raise FloatingPointError(f"the loss became {loss.item()} at step {step}; stopping.{kept}")
         _optimizer_step(model, optimizer, loss, scaler, cfg.grad_clip)
         pairs_since, done = pairs_since + cfg.batch_size, step + 1
         if done % cfg.log_every == 0 or done == cfg.steps:

@@ -236,3 +236,16 @@ def test_train_feeds_each_relation_captions_swapped_twin(monkeypatch):
         twins = [swap_relation(c) for c in captions if swap_relation(c) is not None]
         assert twins and negatives is not None
         assert sorted(tok.decode(negatives)) == sorted(twins)
+
+
+@pytest.mark.filterwarnings("ignore:CUDA is not available")  # building the autocast context on a CPU machine
+@pytest.mark.parametrize("capability, dtype", [((7, 5), torch.float16), ((8, 0), torch.bfloat16), ((9, 0), torch.bfloat16)])
+def test_precision_uses_bf16_only_where_the_gpu_has_bf16_units(monkeypatch, capability, dtype):
+    """A T4 (7.5) reports bf16 as supported through emulation; it must train in fp16 (with a GradScaler) instead."""
+    from miniclip.train import precision
+
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: capability)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)  # what a T4 answers
+    _, chosen = precision(torch.device("cuda"))
+    assert chosen == dtype
+    assert precision(torch.device("cpu"))[1] == torch.float32
