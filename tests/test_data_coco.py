@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from miniclip.data import coco
-from miniclip.data.cache import decode_image
+from miniclip.data.decode import decode_image
 
 
 def _no_warnings():
@@ -111,3 +111,75 @@ def test_open_source_descriptions(coco_official, coco_karpathy):
     assert desc["split"] == "val" and [r.image_id for r in records] == [103]
     with pytest.raises(ValueError, match="needs annotations"):
         coco.open_source("coco")
+
+
+# ------------------------------------------------------------------------------------------ every entry checked
+
+
+def _official(tmp_path, images, annotations):
+    path = tmp_path / "captions_val2017.json"
+    path.write_text(json.dumps({"images": images, "annotations": annotations}))
+    return path
+
+
+def _read_official(path, folder):
+    with pytest.warns(UserWarning, match="bad entries skipped") as caught:
+        records = list(coco.official_records(path, folder, limit=100))
+    return records, "\n".join(str(w.message) for w in caught)
+
+
+def test_coco_every_entry_is_validated_and_reported_with_index_and_file_name(tmp_path):
+    images = [{"id": 1, "file_name": "a.jpg"}, {"id": 2}, {"id": 3, "file_name": "c.jpg"}, {"file_name": "d.jpg"}]
+    annotations = [{"image_id": 1, "caption": "one"}, {"image_id": 3, "text": "three"}, {"image_id": 3, "caption": "c"}]
+    records, report = _read_official(_official(tmp_path, images, annotations), tmp_path)
+    assert [(r.image_id, r.captions) for r in records] == [(1, ["one"]), (3, ["c"])]  # bad entries skipped, not fatal
+    assert "images[1]: expected keys ['id', 'file_name'], found ['id']" in report
+    assert "images[3] (d.jpg): expected keys" in report
+    assert "annotations[1]: expected keys ['image_id', 'caption']" in report
+
+
+def test_coco_duplicate_image_ids_are_reported(tmp_path):
+    images = [{"id": 5, "file_name": "a.jpg"}, {"id": 5, "file_name": "b.jpg"}]
+    records, report = _read_official(_official(tmp_path, images, [{"image_id": 5, "caption": "x"}]), tmp_path)
+    assert [r.image.rsplit("/", 1)[-1] for r in records] == ["a.jpg"] and records[0].captions == ["x"]
+    assert "images[1] (b.jpg): duplicate id 5 (first at images[0])" in report
+
+
+def test_coco_orphan_captions_are_reported(tmp_path):
+    annotations = [{"image_id": 5, "caption": "x"}, {"image_id": 77, "caption": "of no image"}]
+    records, report = _read_official(_official(tmp_path, [{"id": 5, "file_name": "a.jpg"}], annotations), tmp_path)
+    assert records[0].captions == ["x"]
+    assert "annotations[1]: a caption of image id 77, which is not in images (an orphan)" in report
+
+
+def test_coco_image_id_that_is_not_an_integer_is_refused_not_truncated(tmp_path):
+    images = [{"id": 1, "file_name": "a.jpg"}, {"id": 1.7, "file_name": "b.jpg"}, {"id": 2.0, "file_name": "c.jpg"}]
+    annotations = [{"image_id": 1, "caption": "x"}, {"image_id": 1.7, "caption": "y"}]
+    records, report = _read_official(_official(tmp_path, images, annotations), tmp_path)
+    assert [r.image_id for r in records] == [1, 2] and records[0].captions == ["x"]  # never 1.7 -> 1
+    assert "images[1] (b.jpg): id 1.7 is not an integer" in report
+    assert "annotations[1]: image_id 1.7 is not an integer" in report
+
+
+def test_coco_file_name_that_leaves_the_image_folder_is_refused(tmp_path, coco_karpathy):
+    images = [{"id": 1, "file_name": "a.jpg"}, {"id": 2, "file_name": "../../etc/passwd"},
+              {"id": 3, "file_name": "/etc/passwd"}]  # fmt: skip
+    records, report = _read_official(_official(tmp_path, images, []), tmp_path)
+    assert [r.image_id for r in records] == [1]
+    assert "images[1] (../../etc/passwd): file name '../../etc/passwd' leaves the image folder" in report
+    assert "images[2] (/etc/passwd): file name '/etc/passwd' leaves the image folder" in report
+    data = json.loads(coco_karpathy["json"].read_text())
+    data["images"][0]["filepath"] = "../.."
+    data["images"][1]["cocoid"] = data["images"][2]["cocoid"]
+    path = tmp_path / "evil_karpathy.json"
+    path.write_text(json.dumps(data))
+    with pytest.warns(UserWarning, match=r"(?s)images\[0\] \(COCO_train2014_000000000101.jpg\): file name '../../COCO.*"
+                                         r"images\[2\].*duplicate cocoid 103 \(first at images\[1\]\)"):
+        records = list(coco.karpathy_records(path, coco_karpathy["root"], None))
+    assert [r.image_id for r in records] == [103, 104, 105, 106]
+
+
+def test_coco_file_of_only_bad_entries_is_refused_as_the_wrong_file(tmp_path):
+    with pytest.raises(ValueError, match=r"no usable entry in annotations; annotations\[0\].*'caption'.*found.*'text'"):
+        coco.official_records(_official(tmp_path, [{"id": 1, "file_name": "a.jpg"}], [{"image_id": 1, "text": "x"}]),
+                              tmp_path)  # fmt: skip

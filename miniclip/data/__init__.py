@@ -54,7 +54,8 @@ class PairedData:
                 f"PairedData: {len(self.captions)} captions but {len(self.caption_image)} caption_image entries"
             )
         if self.images.ndim != 4 or self.images.shape[-1] != 3 or self.images.dtype != np.uint8:
-            raise ValueError(f"PairedData.images must be uint8 [N, S, S, 3], got {self.images.dtype} {self.images.shape}")
+            raise ValueError(f"PairedData.images must be uint8 [N, S, S, 3], got {self.images.dtype} "
+                             f"{self.images.shape}")
 
     @property
     def num_images(self) -> int:
@@ -65,14 +66,18 @@ class PairedData:
         return [self.captions[j] for j in np.flatnonzero(self.caption_image == i)]
 
     def subset(self, image_ids) -> "PairedData":
-        """The images image_ids (in that order) with all their captions."""
+        """The images image_ids (in that order) with all their captions.
+
+        A contiguous range (i, i + 1, ..., j) is a slice of self.images, not a copy: a memmap stays a memmap.
+        """
         image_ids = np.asarray(image_ids, dtype=np.int64)
         remap = np.full(self.num_images, -1, dtype=np.int64)
         remap[image_ids] = np.arange(len(image_ids))
         keep = np.flatnonzero(remap[self.caption_image] >= 0)
         keep = keep[np.argsort(remap[self.caption_image[keep]], kind="stable")]
+        contiguous = len(image_ids) > 0 and bool((np.diff(image_ids) == 1).all())
         return PairedData(
-            images=np.asarray(self.images[image_ids]),
+            images=self.images[image_ids[0] : image_ids[-1] + 1] if contiguous else np.asarray(self.images[image_ids]),
             captions=[self.captions[j] for j in keep],
             caption_image=remap[self.caption_image[keep]],
             attributes=None if self.attributes is None else [self.attributes[i] for i in image_ids],

@@ -13,18 +13,20 @@ import torch.nn.functional as F
 
 from miniclip.data import PairedData, normalise
 
-def random_resized_crop(x: torch.Tensor, rng: np.random.Generator, scale=(0.8, 1.0), ratio=(3 / 4, 4 / 3)):
-    """Per-sample random crop (area share in scale, aspect in ratio) resized back: [B, C, S, S] -> [B, C, S, S].
+
+def random_resized_crop(x: torch.Tensor, rng: np.random.Generator, area=(0.8, 1.0), ratio=(3 / 4, 4 / 3)):
+    """Per-sample random crop (share of the image's area in `area`, width / height in `ratio`) resized back:
+    [B, C, S, S] -> [B, C, S, S].
 
     One grid_sample call for the whole batch. The sampling grid is the affine grid of an axis-aligned
     crop (what F.affine_grid would give for theta = [[w, 0, cx], [0, h, cy]], built directly because it
     is cheaper). w, h > 0: it never flips, since captions speak of left and right.
     """
     b, _, s, _ = x.shape
-    area = rng.uniform(*scale, b)
+    share = rng.uniform(*area, b)
     aspect = np.exp(rng.uniform(math.log(ratio[0]), math.log(ratio[1]), b))
-    w = np.minimum(np.sqrt(area * aspect), 1.0)  # crop width / image width
-    h = np.minimum(np.sqrt(area / aspect), 1.0)
+    w = np.minimum(np.sqrt(share * aspect), 1.0)  # crop width / image width
+    h = np.minimum(np.sqrt(share / aspect), 1.0)
     cx = rng.uniform(-1.0, 1.0, b) * (1.0 - w)  # crop centre, in [-1, 1] grid units
     cy = rng.uniform(-1.0, 1.0, b) * (1.0 - h)
     params = torch.from_numpy(np.stack([w, h, cx, cy], 1).astype(np.float32)).to(x.device)  # [B, 4]
@@ -44,7 +46,7 @@ class Batches:
     Epoch e is a seeded permutation of the images (those with at least one caption) and one random caption
     per image, so no batch holds two captions of one image. The batch of step k is a pure function of
     (seed, k): get(k) after a restart returns the same batch. len() = steps per epoch.
-    augment=True: per-sample random resized crop (scale 0.8-1), no flips.
+    augment=True: per-sample random resized crop (80-100% of the area), no flips.
     """
 
     def __init__(self, data: PairedData, tokens: torch.Tensor, batch_size: int, *, device="cpu", seed: int = 0,
@@ -126,22 +128,3 @@ class Batches:
             x = random_resized_crop(x, np.random.default_rng([self.seed, step, 2]))
         tokens = self.tokens[torch.from_numpy(caption_idx).to(self.device)]  # [B, T]
         return x, tokens, torch.from_numpy(image_idx)
-
-    def iterate(self, start_step: int = 0, end_step: int | None = None):
-        """Batches of steps start_step, start_step + 1, ... up to end_step (None: forever)."""
-        step = start_step
-        while end_step is None or step < end_step:
-            yield self.get(step)
-            step += 1
-
-    def __iter__(self):
-        """One epoch: steps 0 .. len(self) - 1."""
-        return self.iterate(0, len(self))
-
-
-def eval_batches(data: PairedData, batch_size: int = 256, device="cpu"):
-    """Normalised images float32 [b, 3, S, S] on device, in order, no augmentation (for feature extraction)."""
-    for i in range(0, data.num_images, batch_size):
-        yield normalise(data.images[i : i + batch_size], device)
-
-

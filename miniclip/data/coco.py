@@ -7,7 +7,10 @@
 `image` is whatever is cheapest to hand to a decoder process: raw JPEG bytes, a file path, or a
 `ZipMember` (a zip file and a member name). Nothing here decodes pixels: cache.py does, in parallel.
 Splits are "train" / "val" / "test" (Karpathy's "restval" is merged into "train"; the official
-train2017 / val2017 files give "train" / "val"). Column names and JSON keys are checked at run time.
+train2017 / val2017 files give "train" / "val"). Column names and JSON keys are checked at run time: every
+entry of a JSON file is checked, a bad one (a missing key, an id that is not an integer, a file name that
+leaves the image folder, a duplicated id, a caption of no known image) is skipped and reported, with its
+index and file name, in one warning; a file whose entries are all bad is refused as the wrong file.
 """
 from __future__ import annotations
 
@@ -16,7 +19,7 @@ import os
 import warnings
 import zipfile
 from collections import defaultdict
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Iterator, NamedTuple
 
 SPLITS = ("train", "val", "test")
@@ -86,7 +89,7 @@ def _image_payload(value):
 
 def _open_stream(dataset: str, data_files, hf_split: str):
     """load_dataset(..., streaming=True), falling back to the only split when the expected one is absent."""
-    import datasets
+    import datasets  # here, not at the top: slow to import (~1 s) and only the Hub source needs it
 
     try:
         return datasets.load_dataset(dataset, data_files=data_files, split=hf_split, streaming=True)
@@ -135,7 +138,7 @@ def hf_records(
             "per caption (like jxie/coco_captions), rename its columns with IterableDataset.rename_column, "
             "or use --source coco / --source karpathy with the official files.",
         )
-    import datasets
+    import datasets  # (see _open_stream: slow to import, Hub source only)
 
     stream = stream.select_columns(list(HF_LAYOUTS[layout]))
     stream = stream.cast_column("image", datasets.Image(decode=False))  # JPEG bytes; the cache decodes them
@@ -185,6 +188,42 @@ def _require(source: str, obj, keys, todo: str) -> None:
         raise _missing_columns_error(source, keys, found, todo)
 
 
+MAX_REPORTED = 20  # problems of a JSON file listed one by one (all are counted)
+
+
+def _problem(entry, keys, id_key: str, path_keys=()) -> str | None:
+    """Why one entry of a JSON list cannot be used (None if it can)."""
+    if not isinstance(entry, dict) or not set(keys) <= set(entry):
+        found = sorted(entry) if isinstance(entry, dict) else type(entry).__name__
+        return f"expected keys {list(keys)}, found {found}"
+    value = entry[id_key]
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not float(value).is_integer():
+        return f"{id_key} {value!r} is not an integer"  # refused: 1.7 truncated to 1 would be another image
+    name = PurePosixPath("/".join(str(entry[k]).replace("\\", "/") for k in path_keys))
+    if path_keys and (name.is_absolute() or ".." in name.parts):
+        return f"file name {str(name)!r} leaves the image folder"
+    return None
+
+
+class _Problems(list):
+    """What was wrong with a JSON file's entries: "images[3] (x.jpg): why", one warning at the end."""
+
+    def add(self, where: str, i: int, entry, why: str, name_key: str | None = None) -> None:
+        name = entry.get(name_key) if isinstance(entry, dict) and name_key else None
+        self.append(f"{where}[{i}]{f' ({name})' if name else ''}: {why}")
+
+    def report(self, source: str, todo: str, **lists: tuple[list, list]) -> None:
+        """One warning listing the problems; a ValueError if a list (name=(entries, usable ones)) has none usable."""
+        for name, (entries, usable) in lists.items():
+            if entries and not usable:  # not one good entry: most likely the wrong file
+                first = next(p for p in self if p.startswith(name + "["))
+                raise ValueError(f"{source}: no usable entry in {name}; {first}. {todo}")
+        if self:
+            more = [f"... and {len(self) - MAX_REPORTED} more"] if len(self) > MAX_REPORTED else []
+            listed = "\n  ".join(self[:MAX_REPORTED] + more)
+            warnings.warn(f"{source}: {len(self)} bad entries skipped:\n  {listed}", stacklevel=3)
+
+
 # ------------------------------------------------------------------------------------------
 # (b) The official files
 
@@ -215,17 +254,31 @@ def official_records(annotations, images, split: str | None = None, limit: int |
     )
     data = _load_json(annotations)
     _require(source, data, ("images", "annotations"), todo)
-    if data["images"]:
-        _require(source + " images[0]", data["images"][0], ("id", "file_name"), todo)
-    if data["annotations"]:
-        _require(source + " annotations[0]", data["annotations"][0], ("image_id", "caption"), todo)
     split = split or _split_from_name(annotations, images)
     if split is None:
         raise ValueError(f"{source}: cannot tell the split from the file names; pass split='train' or 'val'")
-    captions = defaultdict(list)
-    for ann in data["annotations"]:
-        captions[ann["image_id"]].append(ann["caption"])
-    return _official_iter(data["images"], captions, Path(images), split, limit, source)
+    problems, first, image_list = _Problems(), {}, []
+    for i, im in enumerate(data["images"]):
+        why = _problem(im, ("id", "file_name"), "id", ("file_name",))
+        if why is None and int(im["id"]) in first:
+            why = f"duplicate id {int(im['id'])} (first at images[{first[int(im['id'])]}])"
+        if why is not None:
+            problems.add("images", i, im, why, "file_name")
+            continue
+        first[int(im["id"])] = i
+        image_list.append(im)
+    captions, usable = defaultdict(list), []
+    for i, ann in enumerate(data["annotations"]):
+        why = _problem(ann, ("image_id", "caption"), "image_id")
+        if why is None and int(ann["image_id"]) not in first:
+            why = f"a caption of image id {ann['image_id']}, which is not in images (an orphan)"
+        if why is not None:
+            problems.add("annotations", i, ann, why)
+            continue
+        captions[int(ann["image_id"])].append(ann["caption"])
+        usable.append(i)
+    problems.report(source, todo, images=(data["images"], image_list), annotations=(data["annotations"], usable))
+    return _official_iter(image_list, captions, Path(images), split, limit, source)
 
 
 def _official_iter(image_list, captions, images: Path, split, limit, source) -> Iterator[Record]:
@@ -240,7 +293,7 @@ def _official_iter(image_list, captions, images: Path, split, limit, source) -> 
             image = ZipMember(str(images), members.get(im["file_name"], im["file_name"]))
         else:
             image = str(images / im["file_name"])
-        yield Record(image, captions.get(im["id"], []), split, int(im["id"]))
+        yield Record(image, captions.get(int(im["id"]), []), split, int(im["id"]))
         count += 1
     if limit is None:
         _warn_size(source, split, count, OFFICIAL_SIZES, "official 2017 split")
@@ -262,12 +315,23 @@ def karpathy_records(
     todo = "Pass dataset_coco.json from Karpathy's caption_datasets.zip (for captions_*.json use --source coco)."
     data = _load_json(karpathy_json)
     _require(source, data, ("images",), todo)
-    if data["images"]:
-        first = data["images"][0]
-        _require(source + " images[0]", first, ("filepath", "filename", "split", "cocoid", "sentences"), todo)
-        if first["sentences"]:
-            _require(source + " images[0].sentences[0]", first["sentences"][0], ("raw",), todo)
-    return _karpathy_iter(data["images"], Path(images_root), split, limit, source)
+    problems, first, image_list = _Problems(), {}, []
+    keys = ("filepath", "filename", "split", "cocoid", "sentences")
+    for i, im in enumerate(data["images"]):
+        why = _problem(im, keys, "cocoid", ("filepath", "filename"))
+        if why is None and int(im["cocoid"]) in first:
+            why = f"duplicate cocoid {int(im['cocoid'])} (first at images[{first[int(im['cocoid'])]}])"
+        if why is not None:
+            problems.add("images", i, im, why, "filename")
+            continue
+        first[int(im["cocoid"])] = i
+        good = [s for s in im["sentences"] if isinstance(s, dict) and "raw" in s]
+        if len(good) < len(im["sentences"]):
+            dropped = len(im["sentences"]) - len(good)
+            problems.add("images", i, im, f"{dropped} sentences without 'raw' dropped", "filename")
+        image_list.append({**im, "sentences": good})
+    problems.report(source, todo, images=(data["images"], image_list))
+    return _karpathy_iter(image_list, Path(images_root), split, limit, source)
 
 
 def _karpathy_iter(image_list, root: Path, split, limit, source) -> Iterator[Record]:

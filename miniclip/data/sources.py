@@ -31,10 +31,11 @@ def load_pairs(spec: str, split: str = "train", *, image_size: int = 32, n: int 
     if (root / "manifest.json").is_file():
         data = load_cache(root)
         held_out = min(1_000, data.num_images // 10)
-        ids = np.arange(data.num_images - held_out) if split == "train" else np.arange(data.num_images - held_out, data.num_images)
-        return data.subset(ids)
+        cut = data.num_images - held_out
+        return data.subset(np.arange(cut) if split == "train" else np.arange(cut, data.num_images))  # views, no copy
     if not root.exists():
-        raise FileNotFoundError(f"data {spec!r}: neither 'shapes' nor an existing cache directory; build one with `miniclip prepare`")
+        raise FileNotFoundError(f"data {spec!r}: neither 'shapes' nor an existing cache directory; "
+                                "build one with `miniclip prepare`")
     raise FileNotFoundError(
         f"{root} holds no finished cache (no manifest.json in it or in {root / split}); "
         "run `miniclip prepare ...` again to finish or resume it"
