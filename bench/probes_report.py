@@ -1,8 +1,8 @@
 """Train the probe models (miniclip.probes.RECIPES) at full size and print every probe number.
 
-    python bench/probes_report.py                       # 4 runs of 1000 steps (~75 s each on 2 idle cores) + probes
+    python bench/probes_report.py                       # the 4 RECIPES runs (~12 minutes on 2 idle cores) + probes
     python bench/probes_report.py --data-efficiency     # + DATA_EFFICIENCY's shorter runs on fewer pairs
-    python bench/probes_report.py --smoke               # seconds: tiny runs and sets, to check the script
+    python bench/probes_report.py --smoke               # seconds: tiny runs (SMOKE_RECIPE) and sets (SMOKE_SIZES)
 
 Runs are kept in --runs (default /tmp/probe_runs/report) and reused when their recipe has not changed
 (train.load_or_train); each run's probe results are written next to it as probes.json.
@@ -46,6 +46,7 @@ def main(argv=None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     runs = Path(args.runs) / ("smoke" if args.smoke else "full")
+    sizes = probes.SMOKE_SIZES if args.smoke else probes.FULL_SIZES
 
     results = {}
     for name in [n for n in args.recipes.split(",") if n]:
@@ -54,7 +55,7 @@ def main(argv=None) -> int:
         run = load_or_train(cfg, runs / name, progress=False)
         trained = time.perf_counter() - t
         t = time.perf_counter()
-        results[name] = probes.run_probes(run.model, run.tokenizer, smoke=args.smoke)
+        results[name] = probes.run_probes(run.model, run.tokenizer, sizes=sizes)
         probed = time.perf_counter() - t
         (runs / name / "probes.json").write_text(json.dumps(results[name], indent=1))
         zs = [r["val_zeroshot_top1"] for r in run.history if "val_zeroshot_top1" in r]

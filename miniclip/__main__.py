@@ -12,13 +12,14 @@ from pathlib import Path
 from miniclip import cli
 from miniclip.checkpoint import read_jsonl, to_json
 from miniclip.course.demo import demo
-from miniclip.probes import run_probes
+from miniclip.probes import FULL_SIZES, SMOKE_SIZES, run_probes
 
 
 def _probe(args) -> int:
     model, tokenizer, run = cli.load_run(args.run_dir)
     history = read_jsonl(Path(args.run_dir) / "metrics.jsonl")
-    results = run_probes(model, tokenizer, smoke=args.smoke, history=history, batch_size=run.get("batch_size"))
+    results = run_probes(model, tokenizer, sizes=SMOKE_SIZES if args.smoke else FULL_SIZES, history=history,
+                         batch_size=run.get("batch_size"))
     print(to_json(results, indent=None if args.json else 2))
     return 0
 

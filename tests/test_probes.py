@@ -37,7 +37,7 @@ def run(tmp_path_factory, one_thread):
     cfg = TrainConfig.for_preset("shapes-tiny", steps=30, batch_size=64, num_images=1000, hard_negatives=True,
                              word_fraction=0.3, eval_every=0, checkpoint_every=0)
     result = train(cfg, out=out, progress=False, eval_fn=lambda m, t: {})
-    results = probes.run_probes(result.model, result.tokenizer, smoke=True)
+    results = probes.run_probes(result.model, result.tokenizer, sizes=probes.SMOKE_SIZES)
     return result.model, result.tokenizer, out, results
 
 
@@ -78,10 +78,11 @@ def test_every_probe_reports_finite_fractions_against_the_right_chance(run):
 def test_probes_are_deterministic_and_depend_on_the_seed(run):
     model, tokenizer, *_ = run
     for probe in (probes.spatial, probes.counting, probes.typographic):
-        assert probe(model, tokenizer, smoke=True, seed=3) == probe(model, tokenizer, smoke=True, seed=3)
-    _, a = probes._scenes("relation", 4, 0, 30, 32)
-    _, b = probes._scenes("relation", 4, 1, 30, 32)
-    _, a2 = probes._scenes("relation", 4, 0, 30, 32)
+        sizes = probes.SMOKE_SIZES[probe.__name__]
+        assert probe(model, tokenizer, seed=3, **sizes) == probe(model, tokenizer, seed=3, **sizes)
+    _, a = probes.draw_scenes("relation", 4, 0, 30, 32)
+    _, b = probes.draw_scenes("relation", 4, 1, 30, 32)
+    _, a2 = probes.draw_scenes("relation", 4, 0, 30, 32)
     assert np.array_equal(a, a2) and not np.array_equal(a, b)
 
 
@@ -155,8 +156,8 @@ def test_binding_swaps_only_the_colours():
 
 
 def test_typographic_images_differ_only_by_the_wrong_word():
-    clean, labels = shapes.single_object_set(1, seed=probes._stream(0, 4))
-    attacked, _ = shapes.single_object_set(1, seed=probes._stream(0, 4), word="wrong")
+    clean, labels = shapes.single_object_set(1, seed=probes.probe_data_seed(0, 4))
+    attacked, _ = shapes.single_object_set(1, seed=probes.probe_data_seed(0, 4), word="wrong")
     for c, a in zip(clean.attributes, attacked.attributes):
         assert c["word"] is None and a["word"] in shapes.SHAPES and a["word"] != a["shapes"][0]
         assert c["objects"] == a["objects"]
@@ -267,24 +268,25 @@ def test_word_order_perturbations_keep_the_words_and_change_the_order():
     assert reordered["swap_halves"].split() == words[5:] + words[:5]
 
 
-def test_word_order_probe_scores_the_true_caption_against_four_reorderings(run, monkeypatch):
+def test_word_order_probe_scores_the_true_caption_against_four_reorderings(run):
     model, tokenizer, *_ = run
     data = load_pairs("shapes", "test", n=60, seed=0)
     r = probes.word_order(model, tokenizer, data, max_images=20)
     assert 0 < r["n"] <= 20 and r["chance"] == 0.2
     assert 0.0 <= r["accuracy"] <= 1.0 and set(r["per_perturbation"]) == set(probes.WORD_ORDER_PERTURBATIONS)
     # a model that cannot see order scores all five the same: ties share the credit, so exactly chance
-    monkeypatch.setattr(probes, "caption_scores", lambda m, t, images, options: torch.zeros(len(options), 5))
-    blind = probes.word_order(model, tokenizer, data, max_images=20)
+    blind = probes.word_order(model, tokenizer, data, max_images=20,
+                              score=lambda images, options: torch.zeros(len(options), 5))
     assert blind["accuracy"] == pytest.approx(0.2)
     assert all(v == pytest.approx(0.5) for v in blind["per_perturbation"].values())
 
 
 def test_validation_reuse_on_another_rendition_uses_those_images(run):
     model, tokenizer, *_ = run
-    normal = probes.validation_reuse(model, tokenizer, smoke=True)
-    sketch = probes.validation_reuse(model, tokenizer, smoke=True, rendition="sketch")
+    sizes = probes.SMOKE_SIZES["validation_reuse"]
+    normal = probes.validation_reuse(model, tokenizer, **sizes)
+    sketch = probes.validation_reuse(model, tokenizer, rendition="sketch", **sizes)
     assert normal["n_candidates"] == sketch["n_candidates"] and normal["n_val"] == sketch["n_val"]
     assert normal != sketch  # other images, other accuracies
     with pytest.raises(ValueError, match="rendition"):
-        probes.validation_reuse(model, tokenizer, smoke=True, rendition="watercolour")
+        probes.validation_reuse(model, tokenizer, rendition="watercolour", **sizes)

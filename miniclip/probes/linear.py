@@ -9,6 +9,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+
 def fit_logistic_regression(features, labels, C: float = 0.316, max_iter: int = 1000, num_classes: int | None = None,
                             init=None, init_inverse_temperature: float = 100.0, device="cpu"):
     """Multinomial logistic regression with an L2 penalty, fitted with L-BFGS in float64; deterministic on the CPU.
@@ -17,10 +18,11 @@ def fit_logistic_regression(features, labels, C: float = 0.316, max_iter: int = 
     Minimises  sum_i CE(W x_i + b, y_i) + 1 / (2C) * ||W - W0||^2,  sklearn's LogisticRegression(C=C) objective
     (its penalty, too, leaves the bias out). C is the inverse strength of the penalty: small C, strong pull.
 
-    init: optional zero-shot classifier [D, K] (zeroshot_classifier). W0 = init_inverse_temperature * init.T, the zero-shot
-        logits (init_inverse_temperature is the model's 1 / T, model.inverse_temperature()), is then both the starting point and the centre of
-        the penalty: the paper's idea of using the zero-shot classifier as a prior for few-shot training. Without
-        init, W0 = 0 (plain sklearn). The problem is convex, so a starting point alone would change nothing.
+    init: optional zero-shot classifier [D, K] (zeroshot_classifier). W0 = init_inverse_temperature * init.T,
+        the zero-shot logits (init_inverse_temperature is the model's 1 / T, model.inverse_temperature()), is then
+        both the starting point and the centre of the penalty: the paper's idea of using the zero-shot classifier
+        as a prior for few-shot training. Without init, W0 = 0 (plain sklearn). The problem is convex, so a
+        starting point alone would change nothing.
     device: where to fit ("cuda" helps for 50k x 512 features; the result is returned on the CPU).
     """
     x = torch.as_tensor(features).detach().to(device, torch.float64)
@@ -52,7 +54,8 @@ def fit_logistic_regression(features, labels, C: float = 0.316, max_iter: int = 
 
 
 def linear_probe(train_features, train_labels, test_features, test_labels, C: float = 0.316, max_iter: int = 1000,
-                 init=None, init_inverse_temperature: float = 100.0, num_classes: int | None = None, device="cpu") -> float:
+                 init=None, init_inverse_temperature: float = 100.0, num_classes: int | None = None,
+                 device="cpu") -> float:
     """Fit logistic regression on train features [N, D] / labels [N]; return test accuracy (0..1).
 
     C = 0.316 is what OpenAI's README uses. init (a zero-shot classifier [D, K]) starts the probe at, and pulls
@@ -85,7 +88,8 @@ def k_shot_indices(labels, k: int, seed: int = 0) -> torch.Tensor:
 
 
 def few_shot_curve(train_features, train_labels, test_features, test_labels, ks=(1, 2, 4, 8, 16), seeds=(0, 1, 2),
-                   C: float = 0.316, max_iter: int = 1000, init=None, init_inverse_temperature: float = 100.0, device="cpu") -> dict:
+                   C: float = 0.316, max_iter: int = 1000, init=None, init_inverse_temperature: float = 100.0,
+                   device="cpu") -> dict:
     """Linear-probe accuracy with k labelled examples per class -> {k: (mean, std)} over seeds (0..1).
 
     The std is the sample standard deviation over seeds (0 for a single seed). Pass init (a zero-shot
@@ -101,10 +105,8 @@ def few_shot_curve(train_features, train_labels, test_features, test_labels, ks=
         for seed in seeds:
             idx = k_shot_indices(train_labels, k, seed)
             accs.append(linear_probe(train_features[idx], train_labels[idx], test_features, test_labels, C=C,
-                                     max_iter=max_iter, init=init, init_inverse_temperature=init_inverse_temperature, num_classes=num_classes,
-                                     device=device))
+                                     max_iter=max_iter, init=init, init_inverse_temperature=init_inverse_temperature,
+                                     num_classes=num_classes, device=device))
         accs = np.array(accs)
         curve[k] = (float(accs.mean()), float(accs.std(ddof=1)) if len(accs) > 1 else 0.0)
     return curve
-
-
