@@ -2,7 +2,8 @@ import torch
 import torch.nn.functional as F
 
 import miniclip
-from miniclip.course.checkers import check_clip_loss, check_similarity, cmp
+from miniclip.course.check_lessons_1_4 import check_clip_loss, check_similarity
+from miniclip.course.checkers import cmp
 
 
 def test_cmp_exact_close_and_wrong(capsys):

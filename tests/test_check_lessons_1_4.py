@@ -1,14 +1,26 @@
 """The checkers of lessons 1-4 accept the solution, reject the stub and recognise the usual mistakes;
-and miniclip.lessons defines the main run in one place."""
+miniclip.course.main_run defines the main run in one place; the lesson sizes; the diagrams of lessons 1-4."""
 import dataclasses
 import math
 
-import pytest
-import torch
+import matplotlib
 
-from miniclip.course import checkers as check
-from miniclip.data import shapes
-from miniclip.tokenizer import Tokenizer
+matplotlib.use("Agg")
+
+import matplotlib.pyplot as plt  # noqa: E402
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+from miniclip import CLIPConfig, MiniCLIP  # noqa: E402
+from miniclip.config import TrainConfig  # noqa: E402
+from miniclip.course import check_lessons_1_4 as check  # noqa: E402
+from miniclip.course import diagrams  # noqa: E402
+from miniclip.course.lesson import pick_lesson, start_lesson  # noqa: E402
+from miniclip.course.main_run import (coco_cache_dir, coco_pairs, main_run_config, main_run_dir,  # noqa: E402
+                                       prepare_coco, sample_pairs)
+from miniclip.data import shapes  # noqa: E402
+from miniclip.tokenizer import Tokenizer  # noqa: E402
+from miniclip.train import lr_at  # noqa: E402
 
 
 def stub(*args):
@@ -34,11 +46,9 @@ def to_context(ids, context_length, start_id, end_id, pad_id):
 
 
 def test_to_context(tokenizer):
-    from miniclip.course.lessons import bpe_ids
-
     assert check.check_to_context(to_context, tokenizer)
     text = "a red circle to the left of a blue star and a green heart above a yellow cross"
-    assert to_context(bpe_ids(tokenizer, text), 16, 2, 3, 0) == tokenizer.encode(text)[0].tolist()
+    assert to_context(tokenizer.bpe_ids(text), 16, 2, 3, 0) == tokenizer.encode(text)[0].tolist()
     assert_rejects(check.check_to_context(stub, tokenizer), "not implemented")
 
     def cut_after_end(ids, n, s, e, p):
@@ -87,8 +97,6 @@ def test_similarity_and_loss_stubs():
 
 
 def test_lr_schedule():
-    from miniclip.train import lr_at
-
     def right(step, cfg):
         if step < cfg.warmup_steps:
             return cfg.lr * (step + 1) / cfg.warmup_steps
@@ -130,29 +138,41 @@ def test_weight_decay():
     assert_rejects(no_kernels, "max diff")  # an unlisted mistake: still WRONG, with the size of the difference
 
 
-# ---- miniclip.lessons ----------------------------------------------------------------------------------------------
+# ---- miniclip.course.lesson and main_run ---------------------------------------------------------------------------
 
 
-def test_main_run_config_is_the_scale_s_recipe(tmp_path):
-    from miniclip.course.lessons import coco_cache_dir, main_run_config, main_run_dir
-    from miniclip.course.scale import pick_scale
-    from miniclip.train import TrainConfig
+def test_pick_lesson(monkeypatch):
+    monkeypatch.setenv("MINICLIP_LESSON", "laptop")
+    assert pick_lesson().name == "laptop" and pick_lesson("smoke").smoke  # the argument wins over the variable
+    monkeypatch.setenv("MINICLIP_LESSON", "huge")
+    with pytest.raises(ValueError, match="MINICLIP_LESSON"):
+        pick_lesson()
+    monkeypatch.delenv("MINICLIP_LESSON")
+    monkeypatch.setenv("MINICLIP_SMOKE", "1")
+    assert pick_lesson().smoke
 
-    smoke = pick_scale("smoke")
+
+def test_start_lesson_seeds_every_generator(capsys):
+    first = start_lesson(seed=3, name="smoke")
+    a = torch.rand(3)
+    start_lesson(seed=3, name="smoke")
+    assert torch.equal(a, torch.rand(3)) and first.name == "smoke"
+    assert "miniclip lesson: smoke" in capsys.readouterr().out
+
+
+def test_main_run_config_is_the_lesson_s_recipe(tmp_path):
+    smoke = pick_lesson("smoke")
     assert main_run_config(smoke) == TrainConfig.for_preset("shapes-tiny", data="shapes", steps=smoke.steps,
                                                         num_images=smoke.num_images)
     assert main_run_dir(smoke) == smoke.runs_dir / "main"
-    gpu = dataclasses.replace(pick_scale("gpu"), runs_dir=tmp_path)
+    gpu = dataclasses.replace(pick_lesson("gpu"), runs_dir=tmp_path)
     cfg = main_run_config(gpu)
     assert cfg.preset == "coco-small" and cfg.steps == gpu.steps and cfg.num_images == gpu.num_images
     assert cfg.data == str(coco_cache_dir(gpu, "train")) and str(tmp_path) in cfg.data
 
 
 def test_prepare_coco_from_local_parquet(tmp_path, coco_parquet):
-    from miniclip.course.lessons import coco_cache_dir, coco_pairs, prepare_coco, sample_pairs
-    from miniclip.course.scale import pick_scale
-
-    gpu = dataclasses.replace(pick_scale("gpu"), runs_dir=tmp_path, num_images=3)
+    gpu = dataclasses.replace(pick_lesson("gpu"), runs_dir=tmp_path, num_images=3)
     source = dict(hf_dataset="parquet", hf_data_files=[str(coco_parquet["per_image"])])
     out = prepare_coco(gpu, "train", workers=1, **source)
     assert out == coco_cache_dir(gpu, "train") and (out / "manifest.json").is_file()
@@ -165,18 +185,13 @@ def test_prepare_coco_from_local_parquet(tmp_path, coco_parquet):
 
 
 def test_sample_pairs_shapes():
-    from miniclip.course.lessons import sample_pairs
-    from miniclip.course.scale import pick_scale
-
-    data = sample_pairs(pick_scale("smoke"), 10)
-    again = sample_pairs(pick_scale("smoke"), 10)
+    data = sample_pairs(pick_lesson("smoke"), 10)
+    again = sample_pairs(pick_lesson("smoke"), 10)
     assert data.num_images == 10 and data.images.shape[1:] == (32, 32, 3)
     assert (data.images == again.images).all() and data.captions == again.captions
 
 
 def test_num_image_tokens():
-    from miniclip import CLIPConfig, MiniCLIP
-
     def right(image_size, patch_size):
         return (image_size // patch_size) ** 2 + 1
 
@@ -190,36 +205,25 @@ def test_num_image_tokens():
     assert x.shape[-1] + 1 == right(cfg.image_size, cfg.patch_size) == v.positional_embedding.shape[0]
 
 
-def test_lesson_figures(tokenizer):
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from miniclip import CLIPConfig, MiniCLIP
-
-    from miniclip.course import lessons
-
+def test_diagrams(tokenizer):
     data = shapes.generate(4, seed=1, image_size=64)
     for patch in (8, 16):  # 65 and 17 tokens
-        plt.close(lessons.plot_patch_grid(data.images[0], patch))
+        plt.close(diagrams.plot_patch_grid(data.images[0], patch))
     model = MiniCLIP(CLIPConfig.preset("shapes-tiny"))
-    groups = lessons.parameter_groups(model)
+    groups = diagrams.parameter_counts(model)
     assert sum(groups.values()) == model.num_parameters()
     assert list(groups)[0] == "image: conv stem" and list(groups)[-1] == "temperature"
-    plt.close(lessons.plot_parameter_counts(model))
+    plt.close(diagrams.plot_parameter_counts(model))
     captions = ["a red circle", "two blue stars above a green heart"]
     tokens = tokenizer.encode(captions)
     x = model.text.token_embedding(tokens) + model.text.positional_embedding[: tokens.shape[1]]
-    w = lessons.attention_weights(model.text.blocks[0], x)  # [B, heads, T, T]
-    assert w.shape == (2, 4, 16, 16)
-    torch.testing.assert_close(w.sum(-1), torch.ones(2, 4, 16))
-    assert w[0, :, 0, 1:].abs().max() == 0  # causal: the first token sees only itself
-    pieces = lessons.token_pieces(tokenizer, captions[0])
+    block = model.text.blocks[0]
+    _, w = block.attn(block.ln_1(x), return_weights=True)  # [B, heads, T, T], as notebook 02 draws them
+    pieces = diagrams.token_pieces(tokenizer, captions[0])
     assert pieces[0] == "<start>" and "<end>" in pieces and len(pieces) == tokenizer.context_length
-    plt.close(lessons.plot_causal_attention(w[0].mean(0)[:6, :6], pieces[:6]))
-    plt.close(lessons.plot_end_token(tokenizer, captions))
+    plt.close(diagrams.plot_causal_attention(w[0].mean(0)[:6, :6], pieces[:6]))
+    plt.close(diagrams.plot_end_token(tokenizer, captions))
     logits = torch.randn(4, 4)
-    plt.close(lessons.plot_rows_and_columns(logits, ["a", "b", "c", "d"]))
-    plt.close(lessons.plot_softmax_bars(logits[0], ["a", "b", "c", "d"], [1.0, 0.07]))
-    plt.close(lessons.plot_softmax_bars(logits[0], ["a", "b", "c", "d"], 0.07))
+    plt.close(diagrams.plot_rows_and_columns(logits, ["a", "b", "c", "d"]))
+    plt.close(diagrams.plot_softmax_bars(logits[0], ["a", "b", "c", "d"], [1.0, 0.07]))
+    plt.close(diagrams.plot_softmax_bars(logits[0], ["a", "b", "c", "d"], 0.07))

@@ -8,7 +8,9 @@ import torch
 import torch.nn.functional as F
 
 from miniclip import CLIPConfig, MiniCLIP, Tokenizer
-from miniclip.course.checkers import check_retrieval_recall, check_siglip_loss, check_template_ensemble
+from miniclip.course.check_lessons_5_8 import (check_choice_credit, check_retrieval_recall, check_siglip_loss,
+                                                check_swap_relation, check_template_ensemble)
+from miniclip.data import shapes
 
 
 def stub(*args):
@@ -28,8 +30,6 @@ def test_template_ensemble_accepts_the_solution():
 
 
 def test_template_ensemble_against_zeroshot_classifier():
-    from miniclip.data import shapes
-
     torch.manual_seed(0)
     tokenizer = Tokenizer.train(shapes.class_names() + ["a photo of a red circle."], vocab_size=300)
     model = MiniCLIP(CLIPConfig.preset("shapes-tiny", eot_token_id=tokenizer.end_id))
@@ -143,8 +143,6 @@ def credit_solution(scores, answer):  # the notebook's solution
 
 
 def test_choice_credit_accepts_the_solution():
-    from miniclip.course.checkers import check_choice_credit
-
     assert check_choice_credit(credit_solution)
     assert check_choice_credit(lambda s, a: credit_solution(s, a).double().numpy())  # numpy is fine too
 
@@ -157,8 +155,6 @@ def test_choice_credit_accepts_the_solution():
     (stub, "not implemented"),
 ])
 def test_choice_credit_names_the_mistake(wrong, hint):
-    from miniclip.course.checkers import check_choice_credit
-
     r = check_choice_credit(wrong)
     assert not r and hint in r.hint
 
@@ -175,8 +171,6 @@ def swap_solution(caption):  # the notebook's solution
 
 
 def test_swap_relation_accepts_the_solution():
-    from miniclip.course.checkers import check_swap_relation
-
     assert check_swap_relation(swap_solution)
 
 
@@ -190,7 +184,5 @@ def test_swap_relation_accepts_the_solution():
     (stub, "not implemented"),
 ])
 def test_swap_relation_names_the_mistake(wrong, hint):
-    from miniclip.course.checkers import check_swap_relation
-
     r = check_swap_relation(wrong)
     assert not r and hint in r.hint

@@ -3,7 +3,7 @@ from pathlib import Path
 
 import pytest
 
-from miniclip.course.student import BEGIN, END, build, strip_solutions
+from miniclip.course.student import BEGIN, END, build, main, strip_solutions
 
 NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
 
@@ -52,8 +52,6 @@ def test_student_notebooks_from_the_course(tmp_path):
 
 
 def test_cli(tmp_path):
-    from miniclip.course.student import main
-
     nb = {"cells": [{"cell_type": "code", "source": [f"{BEGIN}\n", "x = 1\n", f"{END}\n"], "outputs": [1],
                      "execution_count": 3, "metadata": {}}], "metadata": {}, "nbformat": 4, "nbformat_minor": 5}
     (tmp_path / "src").mkdir()

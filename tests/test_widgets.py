@@ -7,6 +7,7 @@ matplotlib.use("Agg")
 
 import pytest
 import torch
+from PIL import Image
 
 from miniclip import CLIPConfig, MiniCLIP, Tokenizer
 from miniclip.data import shapes
@@ -103,9 +104,7 @@ def test_image_search_app(tiny):
 
 def test_prompt_app_with_a_transformers_clip(tiny, tmp_path):
     """The app on a model that went through transformers (as OpenAI's CLIP does), with that model's preprocessing."""
-    from PIL import Image
-
-    from miniclip.hf import from_transformers, to_transformers
+    from miniclip.hf import from_transformers, to_transformers  # imports transformers: heavy and optional
 
     _, tokenizer, images, _ = tiny
     torch.manual_seed(1)

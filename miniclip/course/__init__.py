@@ -1,5 +1,14 @@
 """The course: what the notebooks need and a library user does not.
 
-Lesson scale, the shared main run, figures, widgets, exercise checkers, the student-notebook generator and the
-demo. It imports the probes and the library; nothing below it imports the course.
+    lesson.py             how big a lesson is on this machine (Lesson, start_lesson)
+    main_run.py           the data of a lesson and the one main run that lessons 4-8 share
+    figures.py            plots of data, training and evaluation
+    diagrams.py           figures of lessons 1-4 that take the model apart
+    widgets.py            the interactive apps of lessons 5 and 6
+    checkers.py           cmp and CheckResult: checking an exercise against the library's own code
+    check_lessons_1_4.py  check_lessons_5_8.py: the exercise checkers of each lesson
+    student.py            the student notebooks, solutions cut out (`make student`)
+    demo.py               `miniclip demo`: train, evaluate and draw the shapes-tiny model
+
+It imports the probes and the library; nothing below it imports the course.
 """

@@ -10,13 +10,14 @@ from pathlib import Path
 
 import torch
 
+from miniclip.checkpoint import atomic_write_json
+from miniclip.config import TrainConfig
+from miniclip.course.figures import plot_confusion, plot_history, plot_similarity, save_figure
 from miniclip.data import shapes
 from miniclip.data.sources import load_pairs
 from miniclip.encode import encode_images, encode_texts
 from miniclip.evaluate import evaluate_suite
-from miniclip.checkpoint import atomic_write_json
-from miniclip.train import TrainConfig, train
-from miniclip.course.figures import plot_confusion, plot_history, plot_similarity, save_figure
+from miniclip.train import train
 from miniclip.zeroshot import SHAPES_TEMPLATES, evaluate_zeroshot
 
 

@@ -19,6 +19,8 @@ import re
 import sys
 from pathlib import Path
 
+from miniclip.checkpoint import atomic_write_text
+
 BEGIN, END = "# BEGIN SOLUTION", "# END SOLUTION"
 STUB = 'raise NotImplementedError("Exercise: write your solution here")'
 
@@ -58,8 +60,6 @@ def student_notebook(nb: dict) -> dict:
 
 def build(src_dir, out_dir) -> list[Path]:
     """Write the student version of every notebook in src_dir into out_dir; returns the paths written."""
-    from miniclip.checkpoint import atomic_write_text
-
     src_dir, out_dir = Path(src_dir), Path(out_dir)
     notebooks = sorted(src_dir.glob("*.ipynb"))
     if not notebooks:
@@ -77,7 +77,7 @@ def build(src_dir, out_dir) -> list[Path]:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m miniclip.exercises", description="Build student notebooks.")
+    parser = argparse.ArgumentParser(prog="python -m miniclip.course.student", description="Build student notebooks.")
     sub = parser.add_subparsers(dest="command", required=True)
     b = sub.add_parser("build", help="write student notebooks with the solutions cut out")
     b.add_argument("src", help="folder of solution notebooks")

@@ -26,9 +26,10 @@ import matplotlib.pyplot as plt
 import numpy as np
 import torch
 from IPython.display import display
+from PIL import Image
 
-from miniclip.encode import encode_images, encode_texts
 from miniclip.course.figures import plot_probabilities, plot_retrieval
+from miniclip.encode import encode_images, encode_texts
 from miniclip.zeroshot import SIMPLE_TEMPLATE, zeroshot_classifier, zeroshot_logits
 
 THUMBNAIL = 160  # pixels: the image picker shows images at about this size
@@ -54,8 +55,6 @@ def parse_templates(text: str) -> list[str]:
 
 def png_bytes(image: np.ndarray, size: int = THUMBNAIL) -> bytes:
     """uint8 [S, S, 3] -> PNG bytes, enlarged by a whole factor with sharp pixels (tiny images stay readable)."""
-    from PIL import Image
-
     image = np.asarray(image, dtype=np.uint8)
     factor = max(1, size // max(image.shape[:2]))
     big = image.repeat(factor, axis=0).repeat(factor, axis=1)

@@ -1,156 +1,13 @@
-"""What the lesson notebooks share: the data of a lesson and the one main training run they all reuse.
+"""Figures of lessons 1-4 that take the model apart: patches, parameters, attention, the <end> token, the loss.
 
-    scale = miniclip.scale.start_lesson(seed=0)
-    data = lessons.sample_pairs(scale, 2_000)   # pairs to look at: COCO captions (GPU) or the shapes world
-    result = lessons.main_run(scale)            # lesson 4 trains it; lessons 5-7 load it in seconds
-
-The main run is defined here and nowhere else: `main_run_config(scale)` is its recipe and
-`scale.runs_dir / "main"` its folder, so that every notebook that calls `main_run` (or `load_or_train` with
-that config and folder) gets the same model. On the GPU scale the data is a cache of the first
-`scale.num_images` COCO training images (Karpathy split, streamed from the Hugging Face Hub, 64 px) that
-`prepare_coco` builds once; its last 1,000 images are held out for the validation metrics of training.
+Each returns a matplotlib Figure and calls no plt.show(); assign it, `fig = plot_patch_grid(...)`, to see it once
+in a notebook. The general plots (pairs, similarity, history, confusion, ...) are in miniclip.course.figures.
 """
 from __future__ import annotations
 
-import json
-from pathlib import Path
-
-from miniclip.config import CLIPConfig
-from miniclip.data import PairedData
-from miniclip.course.scale import Scale
-
-
-def image_size(scale: Scale) -> int:
-    """The image side (pixels) of the scale's model preset: the size data is prepared at."""
-    return CLIPConfig.preset(scale.preset).image_size
-
-
-def coco_cache_dir(scale: Scale, split: str = "train", limit: int | None = None) -> Path:
-    """Where the COCO cache of a split (first `limit` images; None = the scale's num_images for train, all else) lives."""
-    if limit is None and split == "train":
-        limit = scale.num_images or None
-    return scale.runs_dir / "data" / f"coco-{split}-{image_size(scale)}px-{limit or 'all'}"
-
-
-def prepare_coco(scale: Scale, split: str = "train", limit: int | None = None, workers: int | None = None,
-                 **source) -> Path:
-    """Build (or find, or finish an interrupted build of) the COCO cache of a split; returns its folder.
-
-    The Python form of `miniclip prepare coco --source hf --split SPLIT --limit LIMIT --size S --out DIR`.
-    limit: images to read (default: scale.num_images for train, the whole split otherwise).
-    source: keywords of miniclip.data.coco.open_source, e.g. hf_dataset="parquet", hf_data_files=[...] for local files.
-    """
-    from miniclip.data.cache import build_cache
-    from miniclip.data.coco import open_source
-
-    if limit is None and split == "train":
-        limit = scale.num_images or None
-    out = coco_cache_dir(scale, split, limit)
-    if (out / "manifest.json").is_file():
-        return out
-    source = {"source": "hf", **source}
-    records, desc = open_source(source.pop("source"), split=split, limit=limit, **source)
-    build_cache(records, out, size=image_size(scale), workers=workers, limit=limit, source=desc)
-    return out
-
-
-def coco_pairs(scale: Scale, split: str = "train", limit: int | None = None, **source) -> PairedData:
-    """Every image of a COCO cache (prepared if needed) as PairedData, images a read-only memmap."""
-    from miniclip.data.cache import load_cache
-
-    return load_cache(prepare_coco(scale, split, limit, **source))
-
-
-def sample_pairs(scale: Scale, n: int, split: str = "train", seed: int = 0) -> PairedData:
-    """n (image, captions) pairs of the scale's data, for looking at and for small experiments.
-
-    shapes: n generated scenes of that split (the same ones for the same seed). COCO: the first n images of the
-    main run's training cache when it is already there, otherwise a small cache of the first n images of the split.
-    """
-    if scale.data == "shapes":
-        from miniclip.data.sources import load_pairs
-
-        return load_pairs("shapes", split, image_size=image_size(scale), n=n, seed=seed)
-    main = coco_cache_dir(scale, "train")
-    if split == "train" and (main / "manifest.json").is_file():
-        from miniclip.data.cache import load_cache
-
-        data = load_cache(main)
-        if data.num_images >= n:
-            return data.subset(range(n))
-    return coco_pairs(scale, split, limit=n)
-
-
-def main_run_data(scale: Scale) -> str:
-    """The `data` of the main run: "shapes", or the COCO cache folder (as a string, as TrainConfig keeps it)."""
-    return "shapes" if scale.data == "shapes" else str(coco_cache_dir(scale, "train"))
-
-
-def main_run_config(scale: Scale):
-    """The recipe of the main run: the preset's own recipe with the scale's data, steps and number of images."""
-    from miniclip.train import TrainConfig
-
-    return TrainConfig.for_preset(scale.preset, data=main_run_data(scale), steps=scale.steps, num_images=scale.num_images)
-
-
-def main_run_dir(scale: Scale) -> Path:
-    return scale.runs_dir / "main"
-
-
-def main_run_is_done(scale: Scale) -> bool:
-    """Whether the main run's folder holds a finished run of exactly main_run_config(scale)."""
-    import dataclasses
-
-    out, cfg = main_run_dir(scale), main_run_config(scale)
-    try:
-        run = json.loads((out / "run.json").read_text())
-        lines = (out / "metrics.jsonl").read_text().splitlines()
-        last = json.loads(lines[-1]) if lines else {}
-    except (OSError, ValueError):
-        return False
-    same = run == json.loads(json.dumps(dataclasses.asdict(cfg) | {"world_size": 1}))
-    return same and (out / "model.safetensors").is_file() and last.get("step") == cfg.steps
-
-
-def main_run(scale: Scale, progress: bool = True):
-    """The main run: prepare its data (COCO on the GPU scale), then load it if it is finished, else train it.
-
-    Returns miniclip.train.TrainResult(model on scale.device in eval mode, tokenizer, history, out).
-    """
-    import matplotlib.pyplot as plt
-
-    from miniclip.train import load_or_train
-
-    cfg, out = main_run_config(scale), main_run_dir(scale)
-    if main_run_is_done(scale):
-        print(f"main run: loading the finished run in {out}")
-    else:
-        if scale.data == "coco":
-            prepare_coco(scale, "train")
-        print(f"main run: training {cfg.preset} for {cfg.steps} steps into {out}")
-    figures_before = set(plt.get_fignums())
-    result = load_or_train(cfg, out=out, progress=progress)
-    for number in set(plt.get_fignums()) - figures_before:  # training saves history.png; don't show it here too
-        plt.close(number)
-    result.model.to(scale.device).eval()
-    return result
-
-
-def bpe_ids(tokenizer, text: str) -> list[int]:
-    """The BPE ids of one text as the tokenizer's model splits it: no <start>/<end>, no truncation, no padding."""
-    from tokenizers import Tokenizer as HFTokenizer
-
-    cache = getattr(tokenizer, "_lessons_raw", None)
-    if cache is None:
-        cache = HFTokenizer.from_str(tokenizer.hf.to_str())
-        cache.no_truncation()
-        cache.no_padding()
-        tokenizer._lessons_raw = cache
-    return cache.encode(text, add_special_tokens=False).ids
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# Figures of lessons 1-4 (each returns a matplotlib Figure; assign it, `fig = ...`, to see it once)
+import matplotlib.patheffects as pe
+import matplotlib.pyplot as plt
+import numpy as np
 
 
 def token_pieces(tokenizer, text: str) -> list[str]:
@@ -159,13 +16,9 @@ def token_pieces(tokenizer, text: str) -> list[str]:
     return [names.get(p, p.replace("Ġ", "_")) for p in tokenizer.tokenize(text)]
 
 
-def plot_patch_grid(image, patch_size: int, title: str | None = None):
-    """An image cut into patch_size x patch_size patches, numbered in sequence order, and the token sequence
-    it becomes: [class token, patch 1, patch 2, ...] (9 tokens a row, 13 for long sequences)."""
-    import matplotlib.pyplot as plt
-    import matplotlib.patheffects as pe
-    import numpy as np
-
+def plot_patch_grid(image, patch_size: int, title: str | None = None) -> plt.Figure:
+    """An image uint8 [S, S, 3] cut into patch_size x patch_size patches (pixels), numbered in sequence order, and
+    the token sequence it becomes: [class token, patch 1, patch 2, ...] (9 tokens a row, 13 for long sequences)."""
     image = np.asarray(image)
     s = image.shape[0]
     g = s // patch_size
@@ -205,7 +58,7 @@ def plot_patch_grid(image, patch_size: int, title: str | None = None):
     return fig
 
 
-def parameter_groups(model) -> dict[str, int]:
+def parameter_counts(model) -> dict[str, int]:
     """Parameter counts of a MiniCLIP by part, in model order: 'image: block 0', 'text: token embedding', ..."""
     names = {"visual": "image", "text": "text"}
     pretty = {"stem": "conv stem", "conv1": "patch embedding", "class_embedding": "class token",
@@ -234,11 +87,9 @@ def parameter_groups(model) -> dict[str, int]:
     return dict(sorted(groups.items(), key=lambda kv: rank(kv[0])))
 
 
-def plot_parameter_counts(model, title: str = "Where the parameters are"):
-    """Horizontal bars of parameter_groups(model), image tower in blue, text tower in green."""
-    import matplotlib.pyplot as plt
-
-    groups = parameter_groups(model)
+def plot_parameter_counts(model, title: str = "Where the parameters are") -> plt.Figure:
+    """Horizontal bars of parameter_counts(model), image tower in blue, text tower in green."""
+    groups = parameter_counts(model)
     labels, counts = list(groups), list(groups.values())
     colours = ["tab:blue" if k.startswith("image") else "tab:green" if k.startswith("text") else "tab:orange"
                for k in labels]
@@ -256,28 +107,9 @@ def plot_parameter_counts(model, title: str = "Where the parameters are"):
     return fig
 
 
-def attention_weights(block, x):
-    """The attention probabilities of one Transformer block for input x [B, T, W]: [B, heads, T, T].
-
-    Recomputed from the block's own weights (the model itself calls a fused kernel that never forms them).
-    """
-    import torch
-
-    attn = block.attn
-    B, T, C = x.shape
-    q, k, _ = attn.qkv(block.ln_1(x)).view(B, T, 3, attn.heads, C // attn.heads).permute(2, 0, 3, 1, 4)
-    scores = q @ k.transpose(-2, -1) / (C // attn.heads) ** 0.5  # [B, heads, T, T]
-    if attn.causal:
-        allowed = torch.ones(T, T, dtype=torch.bool, device=x.device).tril()
-        scores = scores.masked_fill(~allowed, float("-inf"))
-    return scores.softmax(-1)
-
-
-def plot_causal_attention(weights, labels: list[str], title: str = "Causal self-attention in the text tower"):
-    """Two panels for one caption: the causal mask (who may look at whom) and attention weights [T, T]."""
-    import matplotlib.pyplot as plt
-    import numpy as np
-
+def plot_causal_attention(weights, labels: list[str],
+                          title: str = "Causal self-attention in the text tower") -> plt.Figure:
+    """Two panels for one caption of T tokens (labels): the causal mask (who may look at whom) and weights [T, T]."""
     w = np.asarray(weights.detach().float().cpu() if hasattr(weights, "detach") else weights)
     T = len(labels)
     mask = np.tril(np.ones((T, T)))
@@ -296,11 +128,9 @@ def plot_causal_attention(weights, labels: list[str], title: str = "Causal self-
     return fig
 
 
-def plot_end_token(tokenizer, captions: list[str],
-                   title: str = "Where the text feature is read: at the <end> token of each caption (red)"):
+def plot_end_token(tokenizer, captions: list[str], title: str = "Where the text feature is read: at the <end> token "
+                   "of each caption (red)") -> plt.Figure:
     """Each caption as its row of tokens; the <end> token, whose output becomes the text feature, in red."""
-    import matplotlib.pyplot as plt
-
     rows = [token_pieces(tokenizer, c) for c in captions]
     width = min(len(rows[0]), max(r.index("<end>") for r in rows) + 3)  # a couple of pads after the longest
     kind_colour = {"<start>": "#bbbbbb", "<end>": "tab:red", "<pad>": "#eeeeee"}
@@ -325,11 +155,9 @@ def plot_end_token(tokenizer, captions: list[str],
     return fig
 
 
-def plot_rows_and_columns(logits, captions: list[str], title: str = "Two classification problems in one matrix"):
+def plot_rows_and_columns(logits, captions: list[str],
+                          title: str = "Two classification problems in one matrix") -> plt.Figure:
     """softmax over each row (image -> text) and over each column (text -> image) of logits [N, N], side by side."""
-    import matplotlib.pyplot as plt
-    import numpy as np
-
     logits = logits.detach().float().cpu()
     n = logits.shape[0]
     panels = ((logits.softmax(dim=1), "image -> text: softmax over each row"),
@@ -357,11 +185,9 @@ def plot_rows_and_columns(logits, captions: list[str], title: str = "Two classif
 
 
 def plot_softmax_bars(cosines, captions: list[str], temperatures, target: int = 0,
-                      title: str = "One image's softmax over the captions"):
-    """softmax(cosines / T) as bars, one panel per temperature; the true caption (target) in red."""
-    import matplotlib.pyplot as plt
-    import numpy as np
-
+                      title: str = "One image's softmax over the captions") -> plt.Figure:
+    """softmax(cosines / T) of one image's cosines [K] as bars, one panel per temperature T (a number or a list);
+    the true caption (index target) in red."""
     cos = cosines.detach().float().cpu()
     temperatures = list(np.atleast_1d(temperatures))
     n = len(temperatures)

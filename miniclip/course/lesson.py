@@ -1,0 +1,89 @@
+"""How big should a lesson be on this machine? One answer, used by every notebook.
+
+    lesson = start_lesson(seed=0)   # the first line of every notebook
+    lesson.name     # "gpu" (COCO captions), "laptop" (the shapes world on a CPU) or "smoke" (CI: tiny, every cell runs)
+
+The rule: MINICLIP_SMOKE=1 (set by `make test`) gives "smoke"; a CUDA GPU that can reach the Hugging Face Hub
+gives "gpu"; anything else gives "laptop". MINICLIP_LESSON=gpu|laptop|smoke overrides the rule.
+"""
+from __future__ import annotations
+
+import os
+import socket
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from miniclip.train import seed_everything
+
+
+@dataclass(frozen=True)
+class Lesson:
+    """The sizes of a lesson on this machine: which data, which model, how long the main run trains."""
+
+    name: str  # "gpu", "laptop" or "smoke"
+    data: str  # "coco" or "shapes"
+    preset: str  # the model preset (miniclip.CLIPConfig.preset)
+    steps: int  # training steps of the main run
+    num_images: int  # training images (shapes world; 0 = the whole COCO train split)
+    eval_images: int  # held-out images for evaluation and figures
+    per_class: int  # held-out images per class for zero-shot and probes
+    device: str  # "cuda" or "cpu"
+    runs_dir: Path  # where runs and checkpoints are kept
+
+    @property
+    def smoke(self) -> bool:
+        """True for the smoke test (CI): the smallest sizes that still run every cell."""
+        return self.name == "smoke"
+
+
+def _hub_reachable(timeout: float = 2.0) -> bool:
+    """Whether huggingface.co answers within `timeout` seconds (False when HF_HUB_OFFLINE=1)."""
+    if os.environ.get("HF_HUB_OFFLINE") == "1":
+        return False
+    try:
+        socket.create_connection(("huggingface.co", 443), timeout=timeout).close()
+        return True
+    except OSError:
+        return False
+
+
+def _repo_root() -> Path:
+    """The repository root when miniclip is installed from a clone, else the current folder."""
+    here = Path(__file__).resolve().parents[2]
+    return here if (here / "pyproject.toml").is_file() else Path.cwd()
+
+
+def pick_lesson(name: str | None = None) -> Lesson:
+    """The lesson sizes for this machine (see the module docstring); `name` ("gpu", "laptop", "smoke") forces one."""
+    if "MINICLIP_SCALE" in os.environ and "MINICLIP_LESSON" not in os.environ:
+        raise ValueError("MINICLIP_SCALE was renamed MINICLIP_LESSON (the lesson's size; 'scale' is 1/temperature): "
+                         f"set MINICLIP_LESSON={os.environ['MINICLIP_SCALE']} instead")
+    name = name or os.environ.get("MINICLIP_LESSON")
+    if name is None:
+        if os.environ.get("MINICLIP_SMOKE") == "1":
+            name = "smoke"
+        elif torch.cuda.is_available() and _hub_reachable():
+            name = "gpu"
+        else:
+            name = "laptop"
+    runs = Path(os.environ.get("MINICLIP_RUNS", _repo_root() / "runs"))
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "gpu":
+        return Lesson("gpu", "coco", "coco-small", 5_000, 40_000, 5_000, 100, device, runs / "gpu")
+    if name == "laptop":
+        return Lesson("laptop", "shapes", "shapes-tiny", 1_000, 50_000, 1_000, 20, device, runs / "laptop")
+    if name == "smoke":
+        return Lesson("smoke", "shapes", "shapes-tiny", 40, 3_000, 64, 4, device, runs / "smoke")
+    raise ValueError(f"unknown lesson {name!r} (the argument or MINICLIP_LESSON): use gpu, laptop or smoke")
+
+
+def start_lesson(seed: int = 0, name: str | None = None) -> Lesson:
+    """The first line of every notebook: pick the lesson sizes, seed every generator, print one line about both."""
+    lesson = pick_lesson(name)
+    seed_everything(seed)
+    where = {"gpu": "COCO captions on the GPU", "laptop": "the shapes world on this CPU",
+             "smoke": "smoke test: the smallest sizes that run every cell"}[lesson.name]
+    print(f"miniclip lesson: {lesson.name} ({where}); device {lesson.device}; seed {seed}")
+    return lesson

@@ -1,0 +1,103 @@
+"""The data of a lesson and the one main training run that lessons 4-8 share.
+
+    lesson = start_lesson(seed=0)
+    data = sample_pairs(lesson, 2_000)   # pairs to look at: COCO captions (GPU) or the shapes world
+    result = main_run(lesson)            # lesson 4 trains it; lessons 5-8 load it in seconds
+
+The main run is defined here and nowhere else: `main_run_config(lesson)` is its recipe and `main_run_dir(lesson)`
+its folder, so that every notebook that calls `main_run` (or `load_or_train` with that config and folder) gets
+the same model. On the GPU lesson the data is a cache of the first `lesson.num_images` COCO training images
+(Karpathy split, streamed from the Hugging Face Hub, 64 px) that `prepare_coco` builds once; its last 1,000
+images are held out for the validation metrics of training.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from miniclip.config import CLIPConfig, TrainConfig
+from miniclip.course.lesson import Lesson
+from miniclip.data import PairedData
+from miniclip.data.cache import build_cache, load_cache
+from miniclip.data.coco import open_source
+from miniclip.data.sources import load_pairs
+from miniclip.train import TrainResult, load_or_train, run_is_finished
+
+
+def image_size(lesson: Lesson) -> int:
+    """The image side (pixels) of the lesson's model preset: the size data is prepared at."""
+    return CLIPConfig.preset(lesson.preset).image_size
+
+
+def coco_cache_dir(lesson: Lesson, split: str = "train", limit: int | None = None) -> Path:
+    """Where the COCO cache of a split (first `limit` images; None = lesson.num_images for train, all else) lives."""
+    if limit is None and split == "train":
+        limit = lesson.num_images or None
+    return lesson.runs_dir / "data" / f"coco-{split}-{image_size(lesson)}px-{limit or 'all'}"
+
+
+def prepare_coco(lesson: Lesson, split: str = "train", limit: int | None = None, workers: int | None = None,
+                 **source) -> Path:
+    """Build (or find, or finish an interrupted build of) the COCO cache of a split; returns its folder.
+
+    The Python form of `miniclip prepare coco --source hf --split SPLIT --limit LIMIT --size S --out DIR`.
+    limit: images to read (default: lesson.num_images for train, the whole split otherwise).
+    source: keywords of miniclip.data.coco.open_source, e.g. hf_dataset="parquet", hf_data_files=[...] for local files.
+    """
+    if limit is None and split == "train":
+        limit = lesson.num_images or None
+    out = coco_cache_dir(lesson, split, limit)
+    if (out / "manifest.json").is_file():
+        return out
+    source = {"source": "hf", **source}
+    records, desc = open_source(source.pop("source"), split=split, limit=limit, **source)
+    build_cache(records, out, size=image_size(lesson), workers=workers, limit=limit, source=desc)
+    return out
+
+
+def coco_pairs(lesson: Lesson, split: str = "train", limit: int | None = None, **source) -> PairedData:
+    """Every image of a COCO cache (prepared if needed) as PairedData, images a read-only uint8 memmap [N, S, S, 3]."""
+    return load_cache(prepare_coco(lesson, split, limit, **source))
+
+
+def sample_pairs(lesson: Lesson, n: int, split: str = "train", seed: int = 0) -> PairedData:
+    """n (image, captions) pairs of the lesson's data, for looking at and for small experiments.
+
+    shapes: n generated scenes of that split (the same ones for the same seed). COCO: the first n images of the
+    main run's training cache when it is already there, otherwise a small cache of the first n images of the split.
+    """
+    if lesson.data == "shapes":
+        return load_pairs("shapes", split, image_size=image_size(lesson), n=n, seed=seed)
+    main = coco_cache_dir(lesson, "train")
+    if split == "train" and (main / "manifest.json").is_file():
+        data = load_cache(main)
+        if data.num_images >= n:
+            return data.subset(range(n))
+    return coco_pairs(lesson, split, limit=n)
+
+
+def main_run_config(lesson: Lesson) -> TrainConfig:
+    """The recipe of the main run: the preset's own recipe with the lesson's data, steps and number of images."""
+    data = "shapes" if lesson.data == "shapes" else str(coco_cache_dir(lesson, "train"))  # TrainConfig keeps a string
+    return TrainConfig.for_preset(lesson.preset, data=data, steps=lesson.steps, num_images=lesson.num_images)
+
+
+def main_run_dir(lesson: Lesson) -> Path:
+    """The main run's folder: lesson.runs_dir / "main"."""
+    return lesson.runs_dir / "main"
+
+
+def main_run(lesson: Lesson, progress: bool = True) -> TrainResult:
+    """The main run: prepare its data (COCO on the GPU lesson), then load it if it is finished, else train it.
+
+    Returns miniclip.train.TrainResult(model on lesson.device in eval mode, tokenizer, history, out).
+    """
+    cfg, out = main_run_config(lesson), main_run_dir(lesson)
+    if run_is_finished(cfg, out):
+        print(f"main run: loading the finished run in {out}")
+    else:
+        if lesson.data == "coco":
+            prepare_coco(lesson, "train")
+        print(f"main run: training {cfg.preset} for {cfg.steps} steps into {out}")
+    result = load_or_train(cfg, out=out, progress=progress)
+    result.model.to(lesson.device).eval()
+    return result
