@@ -1,17 +1,19 @@
-"""The `miniclip` program (also `python -m miniclip`): the library's commands plus `probe` and `demo`.
+"""The `miniclip` program (also `python -m miniclip`): the library's commands plus `probe`, `demo`, `standins`.
 
 This is the entry point, above the three layers: miniclip.cli holds the library's commands (prepare, train,
-eval, export-hf); `probe` comes from the probes and `demo` from the course, so it is added here, where every
-layer may be imported.
+eval, export-hf); `probe` comes from the probes, `demo` and `standins` from the course, so they are added here,
+where every layer may be imported.
 """
 from __future__ import annotations
 
 import sys
+import time
 from pathlib import Path
 
 from miniclip import cli
 from miniclip.checkpoint import read_jsonl, to_json
 from miniclip.course.demo import demo
+from miniclip.course.standins import build_standins
 from miniclip.probes import FULL_SIZES, SMOKE_SIZES, run_probes
 
 
@@ -29,8 +31,15 @@ def _demo(args) -> int:
     return 0
 
 
+def _standins(args) -> int:
+    start = time.perf_counter()
+    out = build_standins(args.out, images=args.images, seed=args.seed)
+    print(f"stand-ins in {out} ({time.perf_counter() - start:.1f} s); what is there: {out / 'manifest.json'}")
+    return 0
+
+
 def add_probe_and_demo(sub) -> None:
-    """Add the `probe` and `demo` commands to the parser's subcommands."""
+    """Add the `probe`, `demo` and `standins` commands to the parser's subcommands."""
     p = sub.add_parser("probe", help="the failure-mode probes of a run, as numbers")
     p.add_argument("run_dir")
     p.add_argument("--json", action="store_true", help="one line of JSON")
@@ -41,6 +50,11 @@ def add_probe_and_demo(sub) -> None:
     p.add_argument("--steps", type=int, default=None)
     p.add_argument("--overwrite", action="store_true", help="replace an earlier demo in --out")
     p.set_defaults(func=_demo)
+    p = sub.add_parser("standins", help="offline stand-ins of COCO, CIFAR-10 and OpenAI's CLIP, in the real formats")
+    p.add_argument("out", help="a new or empty folder (a finished one with the same arguments is reused)")
+    p.add_argument("--images", type=int, default=2000, help="COCO images, at least 20 (default 2000)")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=_standins)
 
 
 def main(argv=None) -> int:
