@@ -25,9 +25,9 @@ from pathlib import Path
 
 from miniclip.checkpoint import load, to_json
 from miniclip.config import PRESETS, TrainConfig
-from miniclip.data.cache import IncompleteCacheError, build_cache, save_paired
+from miniclip.data.cache import IncompleteCacheError, build_cache, build_shapes_cache
 from miniclip.data.coco import open_source
-from miniclip.data.shapes import RENDITIONS, generate
+from miniclip.data.shapes import RENDITIONS
 from miniclip.evaluate import evaluate_suite
 from miniclip.train import train
 
@@ -94,9 +94,9 @@ def _prepare_coco(args) -> int:
 
 
 def _prepare_shapes(args) -> int:
-    data = generate(args.n, seed=args.seed, image_size=args.size, word_fraction=args.word_fraction,
-                    rendition=args.rendition)  # fmt: skip
-    m = save_paired(data, args.out, source={"name": "shapes", **data.meta})
+    # streamed to disk one chunk at a time (bounded memory); rerunning an interrupted command resumes it
+    m = build_shapes_cache(args.out, args.n, args.seed, image_size=args.size, word_fraction=args.word_fraction,
+                           rendition=args.rendition)  # fmt: skip
     print(f"cache: {m['num_images']} shapes images, {m['num_captions']} captions at {m['size']} px in {args.out}")
     return 0
 

@@ -438,3 +438,98 @@ def test_single_folder_cache_keeps_images_memory_mapped(tmp_path):
         assert part.captions == [c for i in ids for c in cache.captions_of(i)]
     shuffled = cache.subset([3, 1, 2])  # not a range: gathered into memory, in that order
     assert not isinstance(shuffled.images, np.memmap) and np.array_equal(shuffled.images, cache.images[[3, 1, 2]])
+
+
+def test_prepare_shapes_streams_in_chunks_and_really_resumes(tmp_path, monkeypatch, capsys):
+    from miniclip.data.cache import build_shapes_cache
+
+    options = dict(image_size=32, word_fraction=0.5)
+    world = shapes.generate(23, seed=4, **options)  # the old way: the whole world in memory, then written
+    save_paired(world, tmp_path / "whole", source={"name": "shapes", **world.meta})
+    generate, asked, kill = shapes.generate, [], {"second chunk": True}
+
+    def killed_after_one_chunk(n, seed=0, **kw):
+        if not isinstance(seed, int):  # a chunk: seed is the stream's Generator
+            asked.append(n)
+            if len(asked) == 2 and kill.pop("second chunk", False):
+                raise RuntimeError("killed")  # the process dies while the second chunk is being drawn
+        return generate(n, seed, **kw)
+
+    monkeypatch.setattr(shapes, "generate", killed_after_one_chunk)
+    with pytest.raises(RuntimeError, match="killed"):
+        build_shapes_cache(tmp_path / "s", 23, seed=4, chunk_size=5, **options)
+    assert json.loads((tmp_path / "s" / "progress.json").read_text())["num_images"] == 5  # one chunk committed
+    with pytest.raises(IncompleteCacheError):
+        load_cache(tmp_path / "s")
+
+    asked.clear()
+    manifest = build_shapes_cache(tmp_path / "s", 23, seed=4, chunk_size=5, **options)  # the same call again
+    assert asked == [5, 5, 5, 3]  # only the 18 images not yet written, and never more than a chunk in memory
+    assert "resuming" in capsys.readouterr().out
+    assert _files(tmp_path / "s") == _files(tmp_path / "whole")  # byte-identical to the uninterrupted build
+    assert manifest["shape"] == [23, 32, 32, 3] and "rng_state" not in manifest
+    assert not (tmp_path / "s" / "progress.json").exists()
+    asked.clear()
+    assert build_shapes_cache(tmp_path / "s", 23, seed=4, chunk_size=5, **options) == manifest and asked == []
+    with pytest.raises(FileExistsError, match="already holds a cache of another build"):
+        build_shapes_cache(tmp_path / "s", 23, seed=5, chunk_size=5, **options)
+
+
+def test_cli_prepare_shapes_writes_what_save_paired_writes(tmp_path):
+    assert main(["prepare", "shapes", "--n", "12", "--seed", "2", "--rendition", "sketch",
+                 "--out", str(tmp_path / "cli")]) == 0  # fmt: skip
+    world = shapes.generate(12, seed=2, rendition="sketch")
+    save_paired(world, tmp_path / "whole", source={"name": "shapes", **world.meta})
+    assert _files(tmp_path / "cli") == _files(tmp_path / "whole")
+
+
+def test_cache_attributes_are_read_from_disk_when_asked_for(tmp_path):
+    from miniclip.data.cache import CacheAttributes
+    from miniclip.data.sources import load_pairs
+
+    world = shapes.generate(50, seed=1)
+    save_paired(world, tmp_path / "s")
+    cache = load_cache(tmp_path / "s")
+    assert isinstance(cache.attributes, CacheAttributes) and len(cache.attributes) == 50
+    assert cache.attributes[3] == world.attributes[3] and cache.attributes[-1] == world.attributes[-1]
+    assert cache.attributes == world.attributes and list(cache.attributes[10:13]) == world.attributes[10:13]
+    with pytest.raises(IndexError):
+        cache.attributes[50]
+    train, val = load_pairs(str(tmp_path / "s"), "train"), load_pairs(str(tmp_path / "s"), "val")
+    assert isinstance(train.attributes, CacheAttributes)  # a range of images: a slice, nothing parsed
+    assert train.attributes == world.attributes[:45] and val.attributes == world.attributes[45:]
+    assert cache.subset([3, 1]).attributes == [world.attributes[3], world.attributes[1]]
+
+
+def test_training_batches_gather_from_the_memmap_not_a_copy(tmp_path):
+    from miniclip.data.sources import load_pairs
+
+    save_paired(shapes.generate(40, seed=1), tmp_path / "s")
+    train = load_pairs(str(tmp_path / "s"), "train")
+    batches = Batches(train, _tokens(train), batch_size=8)
+    assert isinstance(batches.images, np.memmap) and str(batches.images.filename) == str(tmp_path / "s" / "images.u8")
+    images, _, image_idx = batches.get(0)
+    assert torch.allclose(images, torch.from_numpy((train.images[image_idx.numpy()].transpose(0, 3, 1, 2) / 255.0
+                                                    - MEAN) / STD).float(), atol=1e-5)  # fmt: skip
+
+
+def test_prepare_shapes_refuses_to_resume_without_the_random_state(tmp_path, monkeypatch):
+    from miniclip.data.cache import build_shapes_cache
+
+    generate = shapes.generate
+
+    def killed_at_the_last_chunk(n, seed=0, **kw):
+        if not isinstance(seed, int) and n == 1:  # chunks of 2, 2, 1 images
+            raise RuntimeError("killed")
+        return generate(n, seed, **kw)
+
+    monkeypatch.setattr(shapes, "generate", killed_at_the_last_chunk)
+    with pytest.raises(RuntimeError, match="killed"):
+        build_shapes_cache(tmp_path / "s", 5, chunk_size=2)
+    progress = json.loads((tmp_path / "s" / "progress.json").read_text())
+    assert progress["num_images"] == 4
+    del progress["rng_state"]  # as an older miniclip's interrupted `prepare shapes` left it
+    (tmp_path / "s" / "progress.json").write_text(json.dumps(progress))
+    monkeypatch.setattr(shapes, "generate", generate)
+    with pytest.raises(IncompleteCacheError, match="cannot be resumed.*delete the folder"):
+        build_shapes_cache(tmp_path / "s", 5, chunk_size=2)

@@ -68,7 +68,8 @@ class PairedData:
     def subset(self, image_ids) -> "PairedData":
         """The images image_ids (in that order) with all their captions.
 
-        A contiguous range (i, i + 1, ..., j) is a slice of self.images, not a copy: a memmap stays a memmap.
+        A contiguous range (i, i + 1, ..., j) is a slice of self.images and self.attributes, not a copy: a memmap
+        stays a memmap (and a cache's attributes stay on disk).
         """
         image_ids = np.asarray(image_ids, dtype=np.int64)
         remap = np.full(self.num_images, -1, dtype=np.int64)
@@ -76,10 +77,15 @@ class PairedData:
         keep = np.flatnonzero(remap[self.caption_image] >= 0)
         keep = keep[np.argsort(remap[self.caption_image[keep]], kind="stable")]
         contiguous = len(image_ids) > 0 and bool((np.diff(image_ids) == 1).all())
+        span = slice(image_ids[0], image_ids[-1] + 1) if contiguous else None
+        if self.attributes is None:
+            attributes = None
+        else:
+            attributes = self.attributes[span] if contiguous else [self.attributes[i] for i in image_ids]
         return PairedData(
-            images=self.images[image_ids[0] : image_ids[-1] + 1] if contiguous else np.asarray(self.images[image_ids]),
+            images=self.images[span] if contiguous else np.asarray(self.images[image_ids]),
             captions=[self.captions[j] for j in keep],
             caption_image=remap[self.caption_image[keep]],
-            attributes=None if self.attributes is None else [self.attributes[i] for i in image_ids],
+            attributes=attributes,
             meta=dict(self.meta),
         )

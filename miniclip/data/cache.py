@@ -1,13 +1,14 @@
 """The image cache: decode every image once into a uint8 file, then feed batches straight from it.
 
     build_cache(records, out_dir, size)   decode + resize + centre-crop in worker processes, resumable
-    save_paired(data, out_dir)            the same files from already-decoded images (the shapes world)
+    save_paired(data, out_dir)            the same files from already-decoded images
+    build_shapes_cache(out_dir, n, seed)  the shapes world, generated and written one chunk at a time, resumable
     load_cache(out_dir) -> PairedData     images as a read-only memmap [N, S, S, 3]
 
 On disk (out_dir/):
     images.u8        uint8 [N, S, S, 3], append-only while building
     captions.jsonl   one line per image: {"id", "split", "captions"[, "attributes"]}
-    progress.json    while building: records consumed, images written, bytes of captions.jsonl
+    progress.json    while building: records consumed, images written, bytes of captions.jsonl (+ shapes: rng state)
     manifest.json    written last and atomically: without it the cache is incomplete
 
 An out_dir holding another cache (another source, size or limit) is refused; the same build resumes.
@@ -18,13 +19,9 @@ is a memory gather (batches.py), not a decode.
 from __future__ import annotations
 
 import json
-import multiprocessing
 import os
-import signal
-import threading
-import time
 from collections import Counter, deque
-from concurrent.futures import ProcessPoolExecutor
+from collections.abc import Sequence
 from itertools import islice
 from pathlib import Path
 
@@ -32,49 +29,18 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from miniclip.checkpoint import atomic_write_json, to_json
-from miniclip.data import PairedData
+from miniclip.data import PairedData, shapes
 from miniclip.data.coco import Record, ZipMember
-from miniclip.data.decode import decode_image, process_chunk
+from miniclip.data.decode import decode_image, decoder_pool, process_chunk
 
 FORMAT_VERSION = 1
 MAX_EXAMPLES = 1000  # skipped samples listed by file name and id in the manifest (counts are always complete)
 SUMMARY_EXAMPLES = 10  # ... and in the console summary
+BUILD_ONLY = ("captions_bytes", "rng_state")  # what progress.json keeps for resuming and the manifest does not
 
 
 class IncompleteCacheError(RuntimeError):
     """A cache folder without manifest.json: a build was interrupted (or is still running)."""
-
-
-def _init_worker() -> None:
-    """Decoder process set-up: Ctrl-C is handled once, by the main process; exit if the parent process dies."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    parent = os.getppid()
-
-    def watch():
-        while os.getppid() == parent:  # an orphan is re-parented: the main process was killed (kill -9)
-            time.sleep(0.5)
-        os._exit(1)  # nobody will send us work again
-
-    threading.Thread(target=watch, daemon=True).start()
-
-
-def _decoder_pool(workers: int) -> ProcessPoolExecutor:
-    """Worker processes for process_chunk, started at once.
-
-    fork starts fastest and needs no `if __name__ == "__main__":` guard in the calling script, but copying a
-    process while other threads run (a streaming download has some) can deadlock the copy: then forkserver.
-    """
-    methods = multiprocessing.get_all_start_methods()
-    others = [t for t in threading.enumerate() if t is not threading.main_thread() and type(t).__name__ != "TMonitor"]
-    if "fork" in methods and not others:  # (tqdm's TMonitor thread only sleeps)
-        ctx = multiprocessing.get_context("fork")
-    else:
-        ctx = multiprocessing.get_context("forkserver" if "forkserver" in methods else "spawn")
-        if ctx.get_start_method() == "forkserver":
-            ctx.set_forkserver_preload([__name__])  # import this module (and numpy, PIL) once, not once per worker
-    pool = ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker)
-    pool.submit(int).result()  # start the workers now, before this process starts any thread of its own
-    return pool
 
 
 # ------------------------------------------------------------------------------------------
@@ -116,9 +82,10 @@ class _Writer:
         self.images.truncate(self.state["num_images"] * self.frame)
         self.captions.truncate(self.state["captions_bytes"])
 
-    def commit(self, start: int, result: list[tuple], rows: list[dict]) -> None:
+    def commit(self, start: int, result: list[tuple], rows: list[dict], **state) -> None:
         """Write the chunk of records start, start + 1, ...: result from process_chunk, rows
         [{"id", "split"[, "file"][, "attributes"]}] (what captions.jsonl keeps of each, and "file" for reports).
+        state: what else a resumed build needs, committed with the chunk (the shapes world's random state).
 
         Committing a chunk twice (Ctrl-C right after a commit, then the final drain) writes it once.
         """
@@ -147,14 +114,14 @@ class _Writer:
         self.captions.flush()
         st.update(records_read=st["records_read"] + len(rows), num_images=n_images, num_captions=n_captions,
                   captions_bytes=self.captions.tell(), skipped=dict(skipped), converted=dict(converted),
-                  splits=dict(splits), skipped_examples=examples)  # fmt: skip
+                  splits=dict(splits), skipped_examples=examples, **state)  # fmt: skip
         atomic_write_json(self.progress, st)  # the chunk is committed only now
 
     def finish(self, **extra) -> dict:
         """Close the files and write manifest.json (the state, plus extra): from now on the cache is complete."""
         self.close()
         st = self.state
-        manifest = {k: v for k, v in st.items() if k != "captions_bytes"}
+        manifest = {k: v for k, v in st.items() if k not in BUILD_ONLY}
         manifest.update(extra, images_file="images.u8", captions_file="captions.jsonl",
                         shape=[st["num_images"], st["size"], st["size"], 3], dtype="uint8")  # fmt: skip
         atomic_write_json(self.out / "manifest.json", manifest)  # LAST
@@ -212,7 +179,7 @@ def build_cache(records, out_dir, size: int = 64, workers: int | None = None, li
         records = islice(records, max(0, limit - done))
 
     workers = workers or os.cpu_count() or 1
-    pool = _decoder_pool(workers) if workers > 1 else None
+    pool = decoder_pool(workers) if workers > 1 else None
     pending: deque = deque()  # (first record, future or result, rows) of chunks in flight, oldest first
     bar = tqdm(total=limit, initial=done, desc="decoding", unit="img", leave=False)
 
@@ -262,41 +229,121 @@ def _print_summary(out: Path, m: dict) -> None:
         print("  repaired: " + ", ".join(f"{n} {what}" for what, n in sorted(m["converted"].items())))
 
 
-def save_paired(data: PairedData, out_dir, *, size: int | None = None, source=None) -> dict:
-    """Write already-decoded images (e.g. the shapes world) as a cache, resized if size differs; returns the
-    manifest. A rerun of the same data resumes or does nothing; another cache in out_dir: FileExistsError."""
-    size = size or data.images.shape[1]
-    identity = json.loads(to_json({"source": source or data.meta.get("source", "paired"), "size": size,
-                                   "meta": data.meta}))  # fmt: skip
+def _commit_paired(writer: _Writer, data: PairedData, start: int, size: int, **state) -> None:
+    """Commit data's images as the records start, start + 1, ... (resized to size if needed). An image's id is
+    its attributes' "image_id", else its record number; state: more to remember in progress.json."""
+    order = np.argsort(data.caption_image, kind="stable")
+    # the captions of image i are order[starts[i] : starts[i + 1]]
+    starts = np.searchsorted(data.caption_image[order], np.arange(data.num_images + 1))
+    images = np.asarray(data.images)  # [b, s, s, 3]: one block, read into memory
+    if size != images.shape[1]:
+        images = np.stack([decode_image(im, size)[0] for im in images])  # [b, size, size, 3]
+    result, rows = [], []
+    for i, pixels in enumerate(images):
+        attrs = data.attributes[i] if data.attributes is not None else {}
+        row = {"id": attrs.get("image_id", start + i), "split": attrs.get("split", "train")}
+        rows.append(row if data.attributes is None else {**row, "attributes": attrs})
+        result.append((pixels, [data.captions[j] for j in order[starts[i] : starts[i + 1]]], Counter(), None))
+    writer.commit(start, result, rows, **state)
+
+
+def _write_paired(out_dir, identity: dict, blocks) -> dict:
+    """A cache of already-decoded pairs: blocks(progress state) yields (first record, PairedData, state to commit
+    with it), starting at the first record not yet committed. Finished or another cache in out_dir: as build_cache."""
+    identity = json.loads(to_json(identity))  # as it reads back from progress.json
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     if (manifest := _finished(out, {**identity, "limit": None})) is not None:
         return manifest
-    order = np.argsort(data.caption_image, kind="stable")
-    # the captions of image i are order[starts[i] : starts[i + 1]]
-    starts = np.searchsorted(data.caption_image[order], np.arange(data.num_images + 1))
     writer = _Writer(out, identity)
     try:
-        for i0 in range(0, data.num_images, 4096):
-            block = np.asarray(data.images[i0 : i0 + 4096])  # [b, s, s, 3]
-            if size != block.shape[1]:
-                block = np.stack([decode_image(im, size)[0] for im in block])  # [b, size, size, 3]
-            result, rows = [], []
-            for i, pixels in enumerate(block, i0):
-                attrs = data.attributes[i] if data.attributes is not None else {}
-                row = {"id": attrs.get("image_id", i), "split": attrs.get("split", "train")}
-                rows.append(row if data.attributes is None else {**row, "attributes": attrs})
-                result.append((pixels, [data.captions[j] for j in order[starts[i] : starts[i + 1]]], Counter(), None))
-            writer.commit(i0, result, rows)
+        for start, block, state in blocks(writer.state):
+            _commit_paired(writer, block, start, identity["size"], **state)
     finally:
         writer.close()
     return writer.finish(limit=None)
 
 
+def save_paired(data: PairedData, out_dir, *, size: int | None = None, source=None) -> dict:
+    """Write already-decoded images as a cache, resized if size differs; returns the manifest. A rerun of the
+    same data resumes or does nothing; another cache in out_dir: FileExistsError."""
+    size = size or data.images.shape[1]
+
+    def blocks(progress: dict):
+        for i0 in range(progress["records_read"], data.num_images, 4096):
+            yield i0, data.subset(np.arange(i0, min(i0 + 4096, data.num_images))), {}
+
+    identity = {"source": source or data.meta.get("source", "paired"), "size": size, "meta": data.meta}
+    return _write_paired(out_dir, identity, blocks)
+
+
+def build_shapes_cache(out_dir, n: int, seed: int = 0, *, chunk_size: int = 5000, **options) -> dict:
+    """The shapes world shapes.generate(n, seed, **options) written straight into a cache, chunk_size images
+    at a time; returns the manifest. Peak memory is one chunk, not the whole world.
+
+    The files are byte for byte those of save_paired(shapes.generate(n, seed, **options), out_dir,
+    source={"name": "shapes", **its meta}). The world is one random stream (generate continues a numpy
+    Generator it is given), and progress.json keeps the Generator's state after each committed chunk: a rerun
+    of an interrupted build continues the stream from the last committed chunk instead of drawing it again.
+    """
+    meta = {**shapes.generate(0, seed, **options).meta, "n": n}  # what generate(n, ...) reports; checks options
+
+    def chunks(progress: dict):
+        rng, done = np.random.default_rng(seed), progress["records_read"]
+        if done:
+            if "rng_state" not in progress:  # a partial cache written by save_paired(generate(n)) before
+                raise IncompleteCacheError(f"{out_dir}: this partial shapes cache cannot be resumed (progress.json "
+                                           "has no random state); delete the folder and run the command again")
+            rng.bit_generator.state = progress["rng_state"]
+            print(f"cache: resuming {out_dir} after {done} of {n} shapes images")
+        for start in tqdm(range(done, n, chunk_size), desc="shapes", unit="chunk", leave=False, disable=n < 20000):
+            chunk = shapes.generate(min(chunk_size, n - start), rng, **options)  # the next images of the stream
+            yield start, chunk, {"rng_state": rng.bit_generator.state}
+
+    identity = {"source": {"name": "shapes", **meta}, "size": meta["image_size"], "meta": meta}
+    return _write_paired(out_dir, identity, chunks)
+
+
+class CacheAttributes(Sequence):
+    """The per-image attributes of a cache, each parsed from its line of captions.jsonl when asked for.
+
+    As Python dicts a scene's attributes take about 3 KB: for 200,000 images more memory than the pixels, and
+    training never reads them. attributes[i] is a dict; attributes[i:j] another CacheAttributes (no reading).
+    """
+
+    def __init__(self, path: Path, offsets: np.ndarray):
+        self.path, self.offsets = path, offsets  # int64 [N]: where the line of each image starts in the file
+
+    def __len__(self) -> int:
+        return len(self.offsets)
+
+    def __getitem__(self, i):
+        if isinstance(i, slice):
+            return CacheAttributes(self.path, self.offsets[i])
+        with open(self.path, "rb") as f:
+            f.seek(self.offsets[i])
+            return _attributes(json.loads(f.readline()))
+
+    def __iter__(self):
+        with open(self.path, "rb") as f:  # one open file for the whole loop
+            for offset in self.offsets:
+                f.seek(offset)
+                yield _attributes(json.loads(f.readline()))
+
+    def __eq__(self, other) -> bool:
+        return isinstance(other, Sequence) and len(self) == len(other) and list(self) == list(other)
+
+
+def _attributes(row: dict) -> dict:
+    """An image's attributes from its captions.jsonl row: the stored ones (shapes world) or {"image_id", "split"}."""
+    return row.get("attributes", {"image_id": row["id"], "split": row["split"]})
+
+
 def load_cache(out_dir) -> PairedData:
     """A finished cache as PairedData: images a read-only memmap uint8 [N, S, S, 3].
 
-    attributes: per image {"image_id", "split"} (COCO) or the stored attributes (shapes world).
+    attributes: per image {"image_id", "split"} (COCO) or the stored attributes (shapes world), as a
+    CacheAttributes that reads them from disk when asked for.
     """
     out = Path(out_dir)
     if not (out / "manifest.json").exists():
@@ -316,15 +363,18 @@ def load_cache(out_dir) -> PairedData:
         images = np.memmap(out / m["images_file"], dtype=np.uint8, mode="r", shape=(n, s, s, 3))
     else:
         images = np.zeros((0, s, s, 3), dtype=np.uint8)
-    captions, caption_image, attributes = [], [], []
-    with open(out / m["captions_file"]) as f:
-        for i, line in enumerate(f):
-            row = json.loads(line)
-            captions.extend(row["captions"])
-            caption_image.extend([i] * len(row["captions"]))
-            attributes.append(row.get("attributes", {"image_id": row["id"], "split": row["split"]}))
-    if len(attributes) != n:
-        raise ValueError(f"{out}: manifest says {n} images but captions.jsonl has {len(attributes)} lines")
+    captions, counts, offsets, position = [], [], [], 0
+    with open(out / m["captions_file"], "rb") as f:
+        for line in f:
+            row_captions = json.loads(line)["captions"]
+            captions.extend(row_captions)
+            counts.append(len(row_captions))
+            offsets.append(position)
+            position += len(line)
+    if len(offsets) != n:
+        raise ValueError(f"{out}: manifest says {n} images but captions.jsonl has {len(offsets)} lines")
+    caption_image = np.repeat(np.arange(n, dtype=np.int64), counts)  # [C]: the image of each caption
+    attributes = CacheAttributes(out / m["captions_file"], np.asarray(offsets, dtype=np.int64))
     meta = dict(m.get("meta") or {})
     meta.update(cache=str(out), manifest=m)
-    return PairedData(images, captions, np.asarray(caption_image, dtype=np.int64), attributes, meta)
+    return PairedData(images, captions, caption_image, attributes, meta)

@@ -330,7 +330,8 @@ def generate(n: int, seed: int = 0, image_size: int = 32, *, mix=(0.5, 0.35, 0.1
     rendition: one of RENDITIONS for every image. holdout: (colour, shape) pairs that never appear.
     correlation: e.g. {"colour": "red", "shape": "circle", "strength": 0.9}: 90% of red objects are circles.
     background: "noise" (default), "plain", "gradient", "checker", "mixed" (one of the three textured
-    training kinds per image) or "tinted" (the unseen kind). Same arguments -> identical bytes.
+    training kinds per image) or "tinted" (the unseen kind). Same arguments -> identical bytes. seed may be a numpy
+    Generator, whose stream continues: with g = default_rng(s), generate(a, g) then generate(b, g) = generate(a + b, s).
     """
     if image_size < 16:
         raise ValueError(f"image_size must be at least 16, got {image_size}")
