@@ -3,32 +3,21 @@
     to_transformers(model, tokenizer, "export/")   # then CLIPModel.from_pretrained("export/"), or
                                                     # pipeline("zero-shot-image-classification", model="export/")
     model, tok = from_transformers("openai/clip-vit-base-patch32")    # OpenAI's weights, as a MiniCLIP
-    pixels = tok.image_transform(pil_images)        # [B, 3, 224, 224], resized and normalised as CLIP expects
+    pixels = tok.image_transform(pil_images)        # [B, 3, 224, 224]: transformers' CLIPImageProcessor
     logits_per_image, _ = model(pixels, tok.encode(["a photo of a cat.", "a photo of a dog."]))
 
-Both compute the same function; only the names and the layout of the tensors differ:
-
-    miniclip                               transformers
-    visual.conv1                           vision_model.embeddings.patch_embedding
-    visual.positional_embedding [P+1, W]   vision_model.embeddings.position_embedding.weight (an nn.Embedding)
-    visual.ln_pre, visual.ln_post          vision_model.pre_layrnorm (sic), vision_model.post_layernorm
-    *.blocks.i.attn.qkv [3W, W]            *.encoder.layers.i.self_attn.{q,k,v}_proj  3 x [W, W], rows q, k, v
-    *.blocks.i.attn.out, mlp.0, mlp.2      *.encoder.layers.i.self_attn.out_proj, mlp.fc1, mlp.fc2
-    *.blocks.i.ln_1, ln_2                  *.encoder.layers.i.layer_norm1, layer_norm2
-    text.ln_final                          text_model.final_layer_norm
-    visual.proj, text.proj [W, D]          visual_projection.weight, text_projection.weight [D, W] (transposed)
+Both compute the same function; only the names and the layout of the tensors differ. The tables below pair
+the names; two tensors change layout: a block's attn.qkv [3W, W] is transformers' q_proj, k_proj and v_proj
+(3 x [W, W], in that order), and a tower's proj [W, D] is its *_projection.weight [D, W], transposed.
 """
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+import shutil
 from pathlib import Path
 
-import numpy as np
 import torch
 import transformers
-from PIL import Image
-from tokenizers import Tokenizer as BackendTokenizer
 
 from miniclip.checkpoint import load_state_dict_checked
 from miniclip.config import CLIPConfig
@@ -36,52 +25,54 @@ from miniclip.data import CLIP_MEAN, CLIP_STD
 from miniclip.model import MiniCLIP
 from miniclip.tokenizer import Tokenizer
 
-TOWERS = (("visual", "vision_model", "vision_layers"), ("text", "text_model", "text_layers"))
-
 
 # ----------------------------------------------------------------------------- the tensors
 
+# miniclip name -> transformers name, for the tensors copied unchanged.
+TENSORS = [
+    ("visual.conv1.weight", "vision_model.embeddings.patch_embedding.weight"),
+    ("visual.class_embedding", "vision_model.embeddings.class_embedding"),
+    ("visual.positional_embedding", "vision_model.embeddings.position_embedding.weight"),  # an nn.Embedding there
+    ("text.token_embedding.weight", "text_model.embeddings.token_embedding.weight"),
+    ("text.positional_embedding", "text_model.embeddings.position_embedding.weight"),
+    ("logit_scale", "logit_scale"),
+]
+LAYERS = [  # LayerNorms and Linears: a .weight and a .bias each
+    ("visual.ln_pre", "vision_model.pre_layrnorm"),  # (sic)
+    ("visual.ln_post", "vision_model.post_layernorm"),
+    ("text.ln_final", "text_model.final_layer_norm"),
+]
+BLOCK_LAYERS = [("ln_1", "layer_norm1"), ("attn.out", "self_attn.out_proj"), ("ln_2", "layer_norm2"),
+                ("mlp.0", "mlp.fc1"), ("mlp.2", "mlp.fc2")]  # in every block: {tower}.blocks.{i} / .encoder.layers.{i}
+TOWERS = (("visual", "vision_model", "vision_layers"), ("text", "text_model", "text_layers"))
+PROJECTIONS = (("visual.proj", "visual_projection.weight"), ("text.proj", "text_projection.weight"))  # [W, D], [D, W]
+
+
+def _blocks(cfg: CLIPConfig):
+    """(miniclip prefix, transformers prefix) of every Transformer block of both towers."""
+    return [(f"{ours}.blocks.{i}", f"{theirs}.encoder.layers.{i}")
+            for ours, theirs, layers in TOWERS for i in range(getattr(cfg, layers))]
+
+
 def _one_to_one_names(cfg: CLIPConfig) -> list[tuple[str, str]]:
     """(miniclip name, transformers name) of every tensor that is copied unchanged."""
+    layers = LAYERS + [(f"{a}.{ours}", f"{b}.{theirs}") for a, b in _blocks(cfg) for ours, theirs in BLOCK_LAYERS]
+    return TENSORS + [(f"{ours}.{kind}", f"{theirs}.{kind}") for ours, theirs in layers for kind in ("weight", "bias")]
 
-    def weight_and_bias(ours, theirs):
-        return [(f"{ours}.weight", f"{theirs}.weight"), (f"{ours}.bias", f"{theirs}.bias")]
 
-    names = [
-        ("visual.conv1.weight", "vision_model.embeddings.patch_embedding.weight"),
-        ("visual.class_embedding", "vision_model.embeddings.class_embedding"),
-        ("visual.positional_embedding", "vision_model.embeddings.position_embedding.weight"),
-        *weight_and_bias("visual.ln_pre", "vision_model.pre_layrnorm"),
-        *weight_and_bias("visual.ln_post", "vision_model.post_layernorm"),
-        ("text.token_embedding.weight", "text_model.embeddings.token_embedding.weight"),
-        ("text.positional_embedding", "text_model.embeddings.position_embedding.weight"),
-        *weight_and_bias("text.ln_final", "text_model.final_layer_norm"),
-        ("logit_scale", "logit_scale"),
-    ]
-    for ours, theirs, layers in TOWERS:
-        for i in range(getattr(cfg, layers)):
-            a, b = f"{ours}.blocks.{i}", f"{theirs}.encoder.layers.{i}"
-            names += [
-                *weight_and_bias(f"{a}.ln_1", f"{b}.layer_norm1"),
-                *weight_and_bias(f"{a}.attn.out", f"{b}.self_attn.out_proj"),
-                *weight_and_bias(f"{a}.ln_2", f"{b}.layer_norm2"),
-                *weight_and_bias(f"{a}.mlp.0", f"{b}.mlp.fc1"),
-                *weight_and_bias(f"{a}.mlp.2", f"{b}.mlp.fc2"),
-            ]
-    return names
+def _qkv_names(cfg: CLIPConfig) -> list[tuple[str, list[str]]]:
+    """(miniclip name, the transformers names of its q, k and v rows) of every attention input projection."""
+    return [(f"{a}.attn.qkv.{kind}", [f"{b}.self_attn.{n}_proj.{kind}" for n in "qkv"])
+            for a, b in _blocks(cfg) for kind in ("weight", "bias")]
 
 
 def to_transformers_state_dict(state: dict[str, torch.Tensor], cfg: CLIPConfig) -> dict[str, torch.Tensor]:
     """A MiniCLIP state dict -> the state dict of the equivalent transformers.CLIPModel."""
     out = {theirs: state[ours] for ours, theirs in _one_to_one_names(cfg)}
-    for ours, theirs, layers in TOWERS:
-        for i in range(getattr(cfg, layers)):
-            for kind in ("weight", "bias"):
-                q, k, v = state[f"{ours}.blocks.{i}.attn.qkv.{kind}"].chunk(3)  # [3W, ...] -> 3 x [W, ...]
-                for name, t in zip("qkv", (q, k, v)):
-                    out[f"{theirs}.encoder.layers.{i}.self_attn.{name}_proj.{kind}"] = t
-    out["visual_projection.weight"] = state["visual.proj"].t()  # [W, D] -> [D, W]: x @ proj is Linear(x)
-    out["text_projection.weight"] = state["text.proj"].t()
+    for ours, theirs in _qkv_names(cfg):
+        out.update(zip(theirs, state[ours].chunk(3)))  # [3W, ...] -> 3 x [W, ...]: rows q, k, v
+    for ours, theirs in PROJECTIONS:
+        out[theirs] = state[ours].t()  # [W, D] -> [D, W]: x @ proj is Linear(x)
     # transformers never clamps the temperature: export the scale miniclip actually uses.
     out["logit_scale"] = state["logit_scale"].clamp(0, cfg.max_logit_scale)
     return {k: v.contiguous() for k, v in out.items()}
@@ -90,45 +81,22 @@ def to_transformers_state_dict(state: dict[str, torch.Tensor], cfg: CLIPConfig) 
 def from_transformers_state_dict(state: dict[str, torch.Tensor], cfg: CLIPConfig) -> dict[str, torch.Tensor]:
     """The state dict of a transformers.CLIPModel -> that of the equivalent MiniCLIP (the inverse of the above)."""
     out = {ours: state[theirs] for ours, theirs in _one_to_one_names(cfg)}
-    for ours, theirs, layers in TOWERS:
-        for i in range(getattr(cfg, layers)):
-            for kind in ("weight", "bias"):
-                qkv = [state[f"{theirs}.encoder.layers.{i}.self_attn.{name}_proj.{kind}"] for name in "qkv"]
-                out[f"{ours}.blocks.{i}.attn.qkv.{kind}"] = torch.cat(qkv)  # 3 x [W, ...] -> [3W, ...]
-    out["visual.proj"] = state["visual_projection.weight"].t()  # [D, W] -> [W, D]
-    out["text.proj"] = state["text_projection.weight"].t()
+    for ours, theirs in _qkv_names(cfg):
+        out[ours] = torch.cat([state[name] for name in theirs])  # 3 x [W, ...] -> [3W, ...]
+    for ours, theirs in PROJECTIONS:
+        out[ours] = state[theirs].t()  # [D, W] -> [W, D]
     return {k: v.contiguous() for k, v in out.items()}
 
 
 # ----------------------------------------------------------------------------- images
 
-@dataclass
-class ImageTransform:
-    """PIL image(s) -> pixels [B, 3, S, S]: shortest side resized to S (bicubic), centre-cropped, normalised.
-
-    The steps of transformers' CLIPImageProcessor with size = crop size = S. An image that is already S x S
-    gives exactly the same pixels on both sides; other sizes agree to resampling differences.
-    """
-
-    image_size: int
-    mean: tuple[float, float, float] = CLIP_MEAN
-    std: tuple[float, float, float] = CLIP_STD
-
-    def __call__(self, images) -> torch.Tensor:
-        if isinstance(images, Image.Image):
-            images = [images]
-        return torch.stack([self.one(image) for image in images])
-
-    def one(self, image: Image.Image) -> torch.Tensor:
-        """One PIL image -> [3, S, S]."""
-        S, image = self.image_size, image.convert("RGB")
-        w, h = image.size
-        size = (S, int(S * h / w)) if w <= h else (int(S * w / h), S)  # shortest side -> S, as transformers rounds
-        image = image.resize(size, Image.BICUBIC)
-        left, top = (size[0] - S) // 2, (size[1] - S) // 2
-        image = image.crop((left, top, left + S, top + S))
-        x = torch.from_numpy(np.asarray(image, dtype=np.float32) / 255).permute(2, 0, 1)  # [S, S, 3] -> [3, S, S]
-        return (x - torch.tensor(self.mean)[:, None, None]) / torch.tensor(self.std)[:, None, None]
+def clip_image_processor(image_size: int, mean=CLIP_MEAN, std=CLIP_STD) -> transformers.CLIPImageProcessor:
+    """transformers' CLIPImageProcessor for an S px model: PIL images -> pixel_values [B, 3, S, S], in these steps:"""
+    return transformers.CLIPImageProcessor(
+        do_resize=True, size={"shortest_edge": image_size}, resample=3,  # shortest side -> S, 3 = bicubic
+        do_center_crop=True, crop_size={"height": image_size, "width": image_size},  # the centre S x S
+        do_rescale=True, rescale_factor=1 / 255, do_normalize=True, image_mean=list(mean), image_std=list(std),
+    )
 
 
 # ----------------------------------------------------------------------------- text
@@ -137,11 +105,12 @@ class TransformersTokenizer:
     """A transformers tokenizer behind miniclip.Tokenizer's interface, for models made by `from_transformers`.
 
     encode(list of B strings) -> LongTensor [B, context_length]; decode, context_length, vocab_size, pad_id,
-    start_id, end_id as in miniclip.Tokenizer. `image_transform` turns PIL images into the model's pixels.
+    start_id, end_id as in miniclip.Tokenizer. image_transform(PIL images) -> the model's pixels [B, 3, S, S],
+    by the model's transformers image processor.
     """
 
-    def __init__(self, hf_tokenizer, context_length: int, image_transform: ImageTransform | None = None):
-        self.hf, self.context_length, self.image_transform = hf_tokenizer, context_length, image_transform
+    def __init__(self, hf_tokenizer, context_length: int, image_processor):
+        self.hf, self.context_length, self.image_processor = hf_tokenizer, context_length, image_processor
         if self.hf.pad_token is None:
             self.hf.pad_token = self.hf.eos_token
         self.pad_id, self.start_id, self.end_id = self.hf.pad_token_id, self.hf.bos_token_id, self.hf.eos_token_id
@@ -152,9 +121,8 @@ class TransformersTokenizer:
 
     def encode(self, texts: list[str] | str) -> torch.Tensor:
         """list of B strings -> LongTensor [B, context_length] (a single string gives [1, context_length])."""
-        if isinstance(texts, str):
-            texts = [texts]
-        return self.hf(list(texts), padding="max_length", truncation=True, max_length=self.context_length,
+        texts = [texts] if isinstance(texts, str) else list(texts)
+        return self.hf(texts, padding="max_length", truncation=True, max_length=self.context_length,
                        return_tensors="pt")["input_ids"]
 
     def decode(self, tokens) -> list[str]:
@@ -166,6 +134,10 @@ class TransformersTokenizer:
         """The pieces of one string, special tokens included, for looking at what the tokenizer does."""
         return self.hf.convert_ids_to_tokens(self.hf(text)["input_ids"])
 
+    def image_transform(self, images) -> torch.Tensor:
+        """PIL image(s) -> pixels [B, 3, S, S], resized, cropped and normalised by the model's image processor."""
+        return self.image_processor(images=images, return_tensors="pt")["pixel_values"]
+
     def __repr__(self):
         return (f"TransformersTokenizer({type(self.hf).__name__}, vocab_size={self.vocab_size}, "
                 f"context_length={self.context_length})")
@@ -175,9 +147,7 @@ def _transformers_tokenizer(tokenizer, context_length: int):
     """A miniclip.Tokenizer -> a transformers tokenizer that pads and truncates per call, as transformers does."""
     if isinstance(tokenizer, TransformersTokenizer):
         return tokenizer.hf
-    backend = BackendTokenizer.from_str(tokenizer.hf.to_str())  # a copy: the caller's tokenizer stays as it is
-    backend.no_padding()
-    backend.no_truncation()
+    backend = tokenizer.unpadded()  # a copy without padding and truncation: transformers does both per call
     token = backend.id_to_token
     return transformers.PreTrainedTokenizerFast(
         tokenizer_object=backend, model_max_length=context_length, pad_token=token(tokenizer.pad_id),
@@ -199,29 +169,27 @@ def transformers_config(cfg: CLIPConfig, logit_scale: float | None = None, pad_i
         raise ValueError("eot_token_id 2 cannot be exported: transformers reads eos_token_id == 2 as "
                          "'pool at the highest token id' (a legacy of OpenAI's tokenizer)")
     common = dict(hidden_act=cfg.activation, layer_norm_eps=1e-5, projection_dim=cfg.embed_dim)
-    text = dict(
-        vocab_size=cfg.vocab_size, max_position_embeddings=cfg.context_length, hidden_size=cfg.text_width,
-        intermediate_size=cfg.mlp_ratio * cfg.text_width, num_hidden_layers=cfg.text_layers,
-        num_attention_heads=cfg.text_heads, pad_token_id=pad_id, bos_token_id=start_id, eos_token_id=cfg.eot_token_id,
-        **common,
-    )
-    vision = dict(
-        image_size=cfg.image_size, patch_size=cfg.patch_size, hidden_size=cfg.vision_width, num_channels=3,
-        intermediate_size=cfg.mlp_ratio * cfg.vision_width, num_hidden_layers=cfg.vision_layers,
-        num_attention_heads=cfg.vision_heads, **common,
-    )
+    text = dict(vocab_size=cfg.vocab_size, max_position_embeddings=cfg.context_length, hidden_size=cfg.text_width,
+                intermediate_size=cfg.mlp_ratio * cfg.text_width, num_hidden_layers=cfg.text_layers,
+                num_attention_heads=cfg.text_heads, pad_token_id=pad_id, bos_token_id=start_id,
+                eos_token_id=cfg.eot_token_id, **common)
+    vision = dict(image_size=cfg.image_size, patch_size=cfg.patch_size, hidden_size=cfg.vision_width, num_channels=3,
+                  intermediate_size=cfg.mlp_ratio * cfg.vision_width, num_hidden_layers=cfg.vision_layers,
+                  num_attention_heads=cfg.vision_heads, **common)
     scale = cfg.init_logit_scale if logit_scale is None else logit_scale
     return transformers.CLIPConfig(text_config=text, vision_config=vision, projection_dim=cfg.embed_dim,
                                    logit_scale_init_value=float(scale))
 
 
-def to_transformers(model: MiniCLIP, tokenizer: Tokenizer | TransformersTokenizer | None, out_dir) -> Path:
+def to_transformers(model: MiniCLIP, tokenizer: Tokenizer | TransformersTokenizer | None, out_dir,
+                    overwrite: bool = False) -> Path:
     """Write `model` and its tokenizer as a transformers CLIP directory; returns its path.
 
-    out_dir gets config.json and model.safetensors (transformers.CLIPModel), the image processor (a
-    CLIPImageProcessor that resizes and normalises as ImageTransform does) and, given a tokenizer, the tokenizer
-    (the context length as model_max_length), so that AutoProcessor and pipeline("zero-shot-image-classification")
-    load it. A model with a convolutional stem (stem_channels) has no transformers equivalent: ValueError.
+    out_dir gets config.json and model.safetensors (transformers.CLIPModel), the image processor
+    (clip_image_processor) and, given a tokenizer, the tokenizer (the context length as model_max_length), so that
+    AutoProcessor and pipeline("zero-shot-image-classification") load it. An out_dir that holds anything is
+    refused (FileExistsError) unless overwrite=True, which replaces what it holds. A model with a convolutional
+    stem (stem_channels) has no transformers equivalent: ValueError, before anything is written.
     """
     cfg, out_dir = model.config, Path(out_dir)
     if tokenizer is not None and tokenizer.end_id != cfg.eot_token_id:
@@ -234,18 +202,17 @@ def to_transformers(model: MiniCLIP, tokenizer: Tokenizer | TransformersTokenize
     ids = dict(pad_id=tokenizer.pad_id, start_id=tokenizer.start_id) if tokenizer is not None else {}
     hf_model = transformers.CLIPModel(transformers_config(cfg, logit_scale, **ids))
     state = to_transformers_state_dict({k: v.detach().cpu().float() for k, v in model.state_dict().items()}, cfg)
-    missing, unexpected = hf_model.load_state_dict(state, strict=False)
-    missing = [k for k in missing if not k.endswith("position_ids")]  # a buffer transformers fills itself
-    if missing or unexpected:
-        raise RuntimeError(f"to_transformers: missing {missing}, unexpected {unexpected} (a bug in miniclip/hf.py)")
+    hf_model.load_state_dict(state)  # strict: a tensor missing on either side is a bug in this file
+    if out_dir.exists() and (out_dir.is_file() or any(out_dir.iterdir())):
+        if not overwrite:
+            raise FileExistsError(f"{out_dir} already exists and is not empty: choose another folder, or replace "
+                                  "what it holds with --overwrite (overwrite=True)")
+        if out_dir.is_dir():
+            shutil.rmtree(out_dir)
+        else:
+            out_dir.unlink()
     hf_model.save_pretrained(out_dir)
-
-    image_processor = transformers.CLIPImageProcessor(
-        size={"shortest_edge": cfg.image_size}, crop_size={"height": cfg.image_size, "width": cfg.image_size},
-        do_resize=True, do_center_crop=True, resample=3,  # 3 = PIL.Image.BICUBIC
-        do_rescale=True, rescale_factor=1 / 255, do_normalize=True,
-        image_mean=list(CLIP_MEAN), image_std=list(CLIP_STD),
-    )
+    image_processor = clip_image_processor(cfg.image_size)
     if tokenizer is None:
         image_processor.save_pretrained(out_dir)
         return out_dir
@@ -263,11 +230,8 @@ def to_transformers(model: MiniCLIP, tokenizer: Tokenizer | TransformersTokenize
 def miniclip_config(hf_config, eot_token_id: int | None = None) -> CLIPConfig:
     """The MiniCLIP config of a transformers.CLIPConfig (raises ValueError for what miniclip cannot express)."""
     t, v = hf_config.text_config, hf_config.vision_config
-    image_size, patch_size = v.image_size, v.patch_size
-    if isinstance(image_size, (list, tuple)) and len(set(image_size)) == 1:
-        image_size = image_size[0]
-    if isinstance(patch_size, (list, tuple)) and len(set(patch_size)) == 1:
-        patch_size = patch_size[0]
+    image_size, patch_size = (size[0] if isinstance(size, (list, tuple)) and len(set(size)) == 1 else size
+                              for size in (v.image_size, v.patch_size))  # a square (S, S) -> S
     problems = []
     if t.hidden_act != v.hidden_act or t.hidden_act not in ("gelu", "quick_gelu"):
         problems.append(f"activations {t.hidden_act!r} (text) and {v.hidden_act!r} (vision); "
@@ -289,10 +253,8 @@ def miniclip_config(hf_config, eot_token_id: int | None = None) -> CLIPConfig:
         image_size=image_size, patch_size=patch_size, vision_width=v.hidden_size, vision_layers=v.num_hidden_layers,
         vision_heads=v.num_attention_heads, context_length=t.max_position_embeddings, vocab_size=t.vocab_size,
         eot_token_id=eot_token_id, text_width=t.hidden_size, text_layers=t.num_hidden_layers,
-        text_heads=t.num_attention_heads, embed_dim=hf_config.projection_dim,
-        mlp_ratio=int(ratio), activation=t.hidden_act,
-        init_logit_scale=hf_config.logit_scale_init_value,
-    )
+        text_heads=t.num_attention_heads, embed_dim=hf_config.projection_dim, mlp_ratio=int(ratio),
+        activation=t.hidden_act, init_logit_scale=hf_config.logit_scale_init_value)
 
 
 def from_transformers(source, tokenizer=None) -> tuple[MiniCLIP, TransformersTokenizer | None]:
@@ -301,24 +263,23 @@ def from_transformers(source, tokenizer=None) -> tuple[MiniCLIP, TransformersTok
     source: a Hub name ("openai/clip-vit-base-patch32"), a local directory (e.g. written by `to_transformers`),
     or a transformers.CLIPModel already built. A name or directory brings its tokenizer and image preprocessing;
     for a built model pass its transformers tokenizer as `tokenizer` (without one, None is returned in its place).
-    The returned tokenizer's `image_transform` turns PIL images into the model's input pixels.
+    The returned tokenizer's `image_transform` turns PIL images into the model's pixels with the source's own
+    image processor (a built model's: clip_image_processor at the model's image size).
     """
-    image_mean, image_std = CLIP_MEAN, CLIP_STD
     if isinstance(source, transformers.CLIPModel):
-        hf_model = source
+        hf_model, image_processor = source, None
     else:
         hf_model = transformers.CLIPModel.from_pretrained(source)
         tokenizer = tokenizer or transformers.AutoTokenizer.from_pretrained(source)
         try:
             image_processor = transformers.AutoImageProcessor.from_pretrained(source)
-            image_mean, image_std = tuple(image_processor.image_mean), tuple(image_processor.image_std)
-        except (OSError, ValueError):  # no preprocessor_config.json: CLIP's statistics
-            pass
+        except (OSError, ValueError):  # no preprocessor_config.json: CLIP's, below
+            image_processor = None
     cfg = miniclip_config(hf_model.config, None if tokenizer is None else tokenizer.eos_token_id)
     model = MiniCLIP(cfg)
     state = {k: v.detach().cpu() for k, v in hf_model.state_dict().items()}
     load_state_dict_checked(model, from_transformers_state_dict(state, cfg), "transformers CLIPModel")
     if tokenizer is not None:
-        transform = ImageTransform(cfg.image_size, image_mean, image_std)
-        tokenizer = TransformersTokenizer(tokenizer, cfg.context_length, transform)
+        image_processor = image_processor or clip_image_processor(cfg.image_size)
+        tokenizer = TransformersTokenizer(tokenizer, cfg.context_length, image_processor)
     return model.eval(), tokenizer

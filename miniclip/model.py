@@ -1,9 +1,10 @@
 """MiniCLIP: an image encoder and a text encoder that meet in one embedding space.
 
-Read top to bottom: the Transformer block both towers share, the image tower (a small Vision Transformer),
-the text tower (a causal Transformer), and the CLIP model that compares the two with a learned temperature.
-The layout follows OpenAI's clip/model.py; the names of the parameters follow it too, so that weights convert
-to and from `transformers.CLIPModel` (see miniclip/hf.py).
+Read top to bottom: the Transformer block both towers share (attention, then an MLP), the image tower (a small
+Vision Transformer), the text tower (a causal Transformer), and the CLIP model that compares the two with a
+learned temperature. Each tower runs: embed -> blocks -> norm -> pick one token -> project. The layout follows
+OpenAI's clip/model.py, and so do the parameter names, so that weights convert to and from
+`transformers.CLIPModel` (miniclip/hf.py). The last section, "Speed", skips work whose result nobody reads.
 """
 from __future__ import annotations
 
@@ -24,7 +25,7 @@ class QuickGELU(nn.Module):
 
 
 class Attention(nn.Module):
-    """Multi-head self-attention through F.scaled_dot_product_attention (fused kernels where available)."""
+    """Multi-head self-attention: each token averages the values of the tokens it attends to (causal: 0..i only)."""
 
     def __init__(self, width: int, heads: int, causal: bool):
         super().__init__()
@@ -32,16 +33,23 @@ class Attention(nn.Module):
         self.qkv = nn.Linear(width, 3 * width)  # queries, keys and values in one matrix multiply
         self.out = nn.Linear(width, width)
 
-    def forward(self, x, keep=None):  # x: [batch, tokens, width]; keep: None, or one token index per row [batch]
-        B, T, C = x.shape
-        q, k, v = self.qkv(x).view(B, T, 3, self.heads, C // self.heads).permute(2, 0, 3, 1, 4)  # 3 x [B, heads, T, C/heads]
-        mask = None
-        if keep is not None:  # only token keep[b] of each row asks: one query per row
-            q = q[torch.arange(B, device=x.device), :, keep].unsqueeze(2)  # [B, heads, 1, C/heads]
-            if self.causal:  # it sees itself and the tokens before it
-                mask = (torch.arange(T, device=x.device) <= keep[:, None]).view(B, 1, 1, T)
-        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=self.causal and keep is None)
-        return self.out(y.transpose(1, 2).reshape(B, -1, C))  # [B, heads, T or 1, C/heads] -> [B, T or 1, C]
+    def forward(self, x: torch.Tensor, return_weights: bool = False):
+        """x [B, T, W] -> output [B, T, W]; with return_weights=True, (output, weights [B, heads, T, T])."""
+        B, T, W = x.shape
+        d = W // self.heads  # the width of one head
+        q, k, v = self.qkv(x).chunk(3, dim=-1)  # 3 x [B, T, W]
+        q, k, v = (t.view(B, T, self.heads, d).transpose(1, 2) for t in (q, k, v))  # 3 x [B, heads, T, d]
+        if return_weights:  # written out: softmax(q k^T / sqrt(d) + mask) v
+            scores = q @ k.transpose(-2, -1) / math.sqrt(d)  # [B, heads, T, T]: query i . key j
+            if self.causal:  # token i never sees a later token j > i: score -inf, weight 0
+                future = torch.ones(T, T, dtype=torch.bool, device=x.device).triu(1)  # [T, T]: True where j > i
+                scores = scores.masked_fill(future, float("-inf"))
+            weights = scores.softmax(dim=-1)  # [B, heads, T, T], each row sums to 1
+            y = weights @ v  # [B, heads, T, d]
+        else:  # the same function in one fused kernel, which never stores the T x T weights
+            y = F.scaled_dot_product_attention(q, k, v, is_causal=self.causal)  # [B, heads, T, d]
+        y = self.out(y.transpose(1, 2).reshape(B, T, W))  # [B, heads, T, d] -> [B, T, W]: heads side by side
+        return (y, weights) if return_weights else y
 
 
 class Block(nn.Module):
@@ -58,30 +66,10 @@ class Block(nn.Module):
             nn.Linear(mlp_ratio * width, width),
         )
 
-    def forward(self, x, keep=None):
-        """x [B, T, W] -> [B, T, W]; with keep (a token index per row, [B]) only those tokens: [B, 1, W]."""
-        y = self.attn(self.ln_1(x), keep)
-        if keep is not None:
-            x = x[torch.arange(x.shape[0], device=x.device), keep].unsqueeze(1)  # [B, 1, W]
-        x = x + y
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """x [B, T, W] -> [B, T, W]."""
+        x = x + self.attn(self.ln_1(x))
         return x + self.mlp(self.ln_2(x))
-
-
-def read_token(blocks: nn.ModuleList, x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
-    """Run x [B, T, W] through the blocks -> [B, W], the output at token index[b] of each row.
-
-    Nothing else of the last block's output is read, so the last block computes only that token: the same
-    feature, with about three quarters of the last block's work (its MLP, and its attention for other queries) skipped.
-    """
-    for block in blocks[:-1]:
-        x = block(x)
-    return blocks[-1](x, keep=index)[:, 0]  # [B, 1, W] -> [B, W]
-
-
-def _compiling() -> bool:
-    """True while torch.compile traces the model (shape-dependent shortcuts would make it recompile)."""
-    is_compiling = getattr(torch.compiler, "is_compiling", None)  # torch >= 2.3
-    return bool(is_compiling and is_compiling())
 
 
 class ConvStem(nn.Module):
@@ -98,10 +86,9 @@ class ConvStem(nn.Module):
             c_in = c_out
         self.layers = nn.Sequential(*layers)
 
-    def forward(self, x):  # [B, 3, H, W] -> [B, channels[-1], H / 2^n, W / 2^n]
-        # channels-last memory (the same tensor, pixels stored channel-innermost) is what oneDNN's and cuDNN's
-        # convolutions are fastest on: 1.13x faster shapes-tiny steps on a 2-core CPU (bench/train_step.py)
-        return self.layers(x.contiguous(memory_format=torch.channels_last))
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """x [B, 3, H, W] -> [B, channels[-1], H / 2^n, W / 2^n] for n convolutions."""
+        return self.layers(x.contiguous(memory_format=torch.channels_last))  # same values, stored for speed (see Speed)
 
 
 class VisionTransformer(nn.Module):
@@ -126,7 +113,8 @@ class VisionTransformer(nn.Module):
         self.ln_post = nn.LayerNorm(width)
         self.proj = nn.Parameter(scale * torch.randn(width, cfg.embed_dim))
 
-    def forward(self, images):
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """images [B, 3, H, W], normalised -> features [B, embed_dim]."""
         if images.ndim != 4 or images.shape[1:] != (3, self.image_size, self.image_size):
             raise ValueError(
                 f"expected images of shape [batch, 3, {self.image_size}, {self.image_size}], got {list(images.shape)}"
@@ -137,8 +125,9 @@ class VisionTransformer(nn.Module):
         cls = self.class_embedding.to(x.dtype).expand(x.shape[0], 1, -1)  # [B, 1, width]
         x = torch.cat([cls, x], dim=1) + self.positional_embedding.to(x.dtype)  # [B, 1 + grid*grid, width]
         x = self.ln_pre(x)
-        first = torch.zeros(x.shape[0], dtype=torch.long, device=x.device)  # [B]: the class token is token 0 of each row
-        return self.ln_post(read_token(self.blocks, x, first)) @ self.proj  # [B, width] -> [B, embed_dim]
+        first = torch.zeros(x.shape[0], dtype=torch.long, device=x.device)  # [B]: the class token, token 0
+        x = read_token(self.blocks, x, first)  # [B, width]: the blocks' output at the class token
+        return self.ln_post(x) @ self.proj  # [B, width] -> [B, embed_dim]
 
 
 class TextTransformer(nn.Module):
@@ -160,19 +149,16 @@ class TextTransformer(nn.Module):
         self.ln_final = nn.LayerNorm(width)
         self.proj = nn.Parameter(torch.empty(width, cfg.embed_dim))
 
-    def forward(self, tokens):
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        """tokens [B, T], T <= context_length -> features [B, embed_dim]."""
         if tokens.ndim != 2 or tokens.shape[1] > self.context_length:
             raise ValueError(
                 f"expected tokens of shape [batch, <= {self.context_length}] (the context length), got {list(tokens.shape)}"
             )
+        x = self.token_embedding(tokens) + self.positional_embedding[: tokens.shape[1]]  # [B, T, width]
         eot = (tokens == self.eot_token_id).int().argmax(dim=-1)  # [B]: the first end token of each row
-        if not _compiling():
-            # Attention is causal, so nothing after a row's end token can change its feature: drop the padding
-            # columns past the batch's last end token. Same features, less work (shapes captions use ~10 of 32).
-            tokens = tokens[:, : int(eot.max()) + 1]  # [B, T'], T' <= T
-        T = tokens.shape[1]
-        x = self.token_embedding(tokens) + self.positional_embedding[:T]  # [B, T', width]
-        return self.ln_final(read_token(self.blocks, x, eot)) @ self.proj  # [B, width] -> [B, embed_dim]
+        x = read_token(self.blocks, x, eot)  # [B, width]: the blocks' output at the end token
+        return self.ln_final(x) @ self.proj  # [B, width] -> [B, embed_dim]
 
 
 class MiniCLIP(nn.Module):
@@ -227,11 +213,49 @@ class MiniCLIP(nn.Module):
         self.logit_scale.clamp_(0, self.config.max_logit_scale)
 
     def forward(self, images: torch.Tensor, tokens: torch.Tensor):
+        """images [B_img, 3, H, W], tokens [B_txt, T] -> (logits_per_image [B_img, B_txt], its transpose)."""
         image_features = F.normalize(self.encode_image(images), dim=-1)  # [B_img, D], unit length
         text_features = F.normalize(self.encode_text(tokens), dim=-1)  # [B_txt, D], unit length
         logits_per_image = self.inverse_temperature() * image_features @ text_features.t()  # [B_img, B_txt]: scaled cosines
         return logits_per_image, logits_per_image.t()
 
     def num_parameters(self) -> int:
+        """The number of learned numbers (weights, embeddings and the temperature)."""
         return sum(p.numel() for p in self.parameters())
 
+
+# ---------------------------------------------------------------------------------------------------------------
+# Speed: what the model computes that nobody reads
+#
+# A tower reads one token of its last block: read_token(blocks, x, index) gives the numbers of `for block in
+# blocks: x = block(x)` then `x[torch.arange(B), index]` with less work. The last block computes that token only
+# (one query, one row of the MLP): about three quarters of its work. A causal (text) tower first drops the columns
+# after the batch's last end token, as causal attention lets them reach no earlier token (shapes captions use
+# about 10 of 32); not under torch.compile, where a shape that depends on the data recompiles for every batch.
+# ConvStem stores its input channels-last (pixels channel-innermost), the layout oneDNN's and cuDNN's convolutions
+# are fastest on: 1.13x faster shapes-tiny steps on a 2-core CPU (bench/train_step.py).
+
+
+def read_token(blocks: nn.ModuleList, x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """x [B, T, W] through every block -> [B, W], the last block's output at token index[b] of each row b."""
+    tracing = getattr(torch.compiler, "is_compiling", lambda: False)()  # torch.compile at work (torch >= 2.3)
+    if blocks[0].attn.causal and not tracing:
+        x = x[:, : int(index.max()) + 1]  # [B, T', W], T' <= T: nothing after the last index can reach it
+    for block in blocks[:-1]:
+        x = block(x)  # [B, T', W]
+    return _block_at(blocks[-1], x, index)
+
+
+def _block_at(block: Block, x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """block(x)[torch.arange(B), index] -> [B, W]: Block.forward and Attention.forward for one query per row."""
+    attn, (B, T, W) = block.attn, x.shape
+    rows, d = torch.arange(B, device=x.device), W // attn.heads
+    q, k, v = attn.qkv(block.ln_1(x)).chunk(3, dim=-1)  # 3 x [B, T, W]: every token is a key and a value
+    q = q[rows, index].view(B, attn.heads, 1, d)  # [B, heads, 1, d]: the query of token index[b] only
+    k, v = (t.view(B, T, attn.heads, d).transpose(1, 2) for t in (k, v))  # 2 x [B, heads, T, d]
+    mask = None
+    if attn.causal:  # token index[b] sees itself and the tokens before it
+        mask = (torch.arange(T, device=x.device) <= index[:, None]).view(B, 1, 1, T)  # [B, 1, 1, T]
+    y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)  # [B, heads, 1, d]
+    x = x[rows, index] + attn.out(y.reshape(B, W))  # [B, heads, 1, d] -> [B, W]: heads side by side
+    return x + block.mlp(block.ln_2(x))

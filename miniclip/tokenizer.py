@@ -2,11 +2,13 @@
 
 Every caption becomes [<start>, tokens..., <end>, <pad>, <pad>, ...] of a fixed context length. The text
 tower reads its feature at the <end> token, so truncation always keeps it. Byte-level BPE never meets an
-unknown character: emoji and any script encode (as bytes) without error.
+unknown character: emoji and any script encode (as bytes) without error. The whole tokenizer is one JSON
+string (to_json); miniclip.save writes it beside the model, Tokenizer.load reads it back.
 
     tok = Tokenizer.train(captions, vocab_size=512, context_length=32)
     tokens = tok.encode(["a red circle", "two blue stars"])   # LongTensor [2, 32]
     tok.decode(tokens)                                       # ['a red circle', 'two blue stars']
+    tok.bpe_ids("a red circle")                              # the BPE ids alone: no <start>, <end>, padding
 """
 from __future__ import annotations
 
@@ -32,6 +34,7 @@ class Tokenizer:
             raise ValueError("Tokenizer: the tokenizer JSON must set truncation and padding (train one with Tokenizer.train)")
         self.context_length = self.hf.truncation["max_length"]
         self.pad_id, self.start_id, self.end_id = (self.hf.token_to_id(t) for t in (PAD, START, END))
+        self._unpadded: HFTokenizer | None = None  # made by the first bpe_ids call
 
     @classmethod
     def train(cls, captions, vocab_size: int = 512, context_length: int = 32) -> "Tokenizer":
@@ -57,6 +60,7 @@ class Tokenizer:
 
     @property
     def vocab_size(self) -> int:
+        """The number of token ids: 256 bytes, 4 special tokens, and the learned merges."""
         return self.hf.get_vocab_size()
 
     def encode(self, texts: list[str] | str) -> torch.Tensor:
@@ -85,7 +89,7 @@ class Tokenizer:
 
     def bpe_ids(self, text: str) -> list[int]:
         """The BPE ids of one text as the model splits it: no <start>/<end>, no truncation, no padding."""
-        if getattr(self, "_unpadded", None) is None:
+        if self._unpadded is None:
             self._unpadded = self.unpadded()
         return self._unpadded.encode(text, add_special_tokens=False).ids
 
@@ -95,6 +99,7 @@ class Tokenizer:
 
     @classmethod
     def load(cls, path) -> "Tokenizer":
+        """Read a tokenizer JSON (the tokenizer.json that miniclip.save writes beside a model)."""
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(f"no tokenizer at {path}; train one with Tokenizer.train(...), save it with miniclip.save")

@@ -9,7 +9,8 @@ transformers = pytest.importorskip("transformers")
 from PIL import Image  # noqa: E402
 
 from miniclip import CLIPConfig, MiniCLIP, Tokenizer  # noqa: E402
-from miniclip.hf import ImageTransform, from_transformers, to_transformers  # noqa: E402
+from miniclip.data import CLIP_MEAN, CLIP_STD  # noqa: E402
+from miniclip.hf import clip_image_processor, from_transformers, to_transformers  # noqa: E402
 
 CAPTIONS = ["a photo of a red circle", "two blue squares", "a photo of a cat", "a photo of a dog",
             "a green star to the left of a yellow triangle", "a small bird on a branch"] * 10
@@ -34,6 +35,15 @@ def jiggle(model, seed=0):
 def features(out):
     """get_*_features returns a tensor in transformers 4 and an output object in transformers 5."""
     return out if isinstance(out, torch.Tensor) else out.pooler_output
+
+
+def pixels(image, size=32):
+    """PIL image -> [1, 3, size, size], as transformers' CLIP image processor prepares it."""
+    return clip_image_processor(size)(images=image, return_tensors="pt")["pixel_values"]
+
+
+def random_image(size, seed=0):
+    return Image.fromarray(np.random.default_rng(seed).integers(0, 256, (size, size, 3), dtype=np.uint8))
 
 
 def text_tokens(vocab_size, end_id, pad_id, batch=4, length=16, seed=0):
@@ -120,32 +130,51 @@ def test_round_trip_through_a_directory(tmp_path, tok):
     assert torch.equal(tok2.encode(CAPTIONS[:4]), tok.encode(CAPTIONS[:4]))
     assert tok2.decode(tok2.encode(["A photo of a cat"])) == ["a photo of a cat"]
     assert (tok2.context_length, tok2.end_id, tok2.pad_id, tok2.vocab_size) == (16, 3, 0, tok.vocab_size)
-    assert tok2.image_transform == ImageTransform(32)
+    image = random_image(48)  # resized (bicubic) and cropped to the model's 32 px by the exported processor
+    assert tok2.image_transform([image]).shape == (1, 3, 32, 32)
+    torch.testing.assert_close(tok2.image_transform(image), pixels(image), atol=0, rtol=0)
 
 
 def test_pipeline_ranks_labels_as_miniclip(tmp_path, tok):
     model = jiggle(MiniCLIP(small_config()), seed=1)
     to_transformers(model, tok, tmp_path)
     classify = transformers.pipeline("zero-shot-image-classification", model=str(tmp_path))
-    rng = np.random.default_rng(0)
     for size in (32, 48):  # the model's size, and one the processor must resize (bicubic) first
-        image = Image.fromarray(rng.integers(0, 256, (size, size, 3), dtype=np.uint8))
+        image = random_image(size)
         got = classify(image, candidate_labels=LABELS, hypothesis_template=TEMPLATE)
         with torch.no_grad():
-            logits, _ = model(ImageTransform(32)(image), tok.encode([TEMPLATE.format(label) for label in LABELS]))
+            logits, _ = model(pixels(image), tok.encode([TEMPLATE.format(label) for label in LABELS]))
         probs = logits.softmax(dim=-1)[0]
         expected = sorted(zip(probs.tolist(), LABELS), reverse=True)
         assert [r["label"] for r in got] == [label for _, label in expected]
-        if size == 32:  # same pixels on both sides
-            np.testing.assert_allclose([r["score"] for r in got], [p for p, _ in expected], atol=1e-5)
+        np.testing.assert_allclose([r["score"] for r in got], [p for p, _ in expected], atol=1e-5)
 
 
-def test_image_transform_matches_the_exported_processor(tmp_path, tok):
+def test_the_exported_processor_normalises_with_clip_statistics(tmp_path, tok):
+    """An image already at the model's size is only scaled to 0-1 and normalised with CLIP's mean and std."""
     to_transformers(MiniCLIP(small_config()), tok, tmp_path)
-    processor = transformers.AutoImageProcessor.from_pretrained(tmp_path)
-    image = Image.fromarray(np.random.default_rng(0).integers(0, 256, (32, 32, 3), dtype=np.uint8))
-    torch.testing.assert_close(ImageTransform(32)(image), processor(images=[image], return_tensors="pt")["pixel_values"],
-                               atol=1e-5, rtol=0)
+    _, tok2 = from_transformers(tmp_path)
+    image = random_image(32)
+    rgb = torch.from_numpy(np.asarray(image, dtype=np.float32) / 255).permute(2, 0, 1)  # [32, 32, 3] -> [3, 32, 32]
+    expected = (rgb - torch.tensor(CLIP_MEAN)[:, None, None]) / torch.tensor(CLIP_STD)[:, None, None]
+    torch.testing.assert_close(tok2.image_transform(image)[0], expected, atol=1e-5, rtol=0)
+
+
+def test_a_folder_that_holds_something_is_refused_unless_overwrite(tmp_path, tok):
+    model = jiggle(MiniCLIP(small_config()))
+    out = tmp_path / "export"
+    out.mkdir()
+    to_transformers(model, tok, out)  # an empty folder is fine
+    (out / "notes.txt").write_text("mine")
+    before = sorted(p.name for p in out.iterdir())
+    with pytest.raises(FileExistsError, match=r"(?s)export.*--overwrite.*overwrite=True"):
+        to_transformers(model, tok, out)
+    assert sorted(p.name for p in out.iterdir()) == before and (out / "notes.txt").read_text() == "mine"
+    with torch.no_grad():
+        model.logit_scale.fill_(2.0)
+    to_transformers(model, tok, out, overwrite=True)  # replaces what the folder held
+    assert not (out / "notes.txt").exists()
+    assert transformers.CLIPModel.from_pretrained(out).logit_scale.item() == pytest.approx(2.0)
 
 
 def test_a_conv_stem_is_refused_with_a_way_out(tmp_path, tok):
@@ -164,10 +193,10 @@ def test_export_without_a_clip_processor_still_loads(tmp_path, tok, monkeypatch)
     model = jiggle(MiniCLIP(small_config()))
     to_transformers(model, tok, tmp_path)
     monkeypatch.undo()
-    image = Image.fromarray(np.random.default_rng(0).integers(0, 256, (32, 32, 3), dtype=np.uint8))
+    image = random_image(32)
     got = transformers.pipeline("zero-shot-image-classification", model=str(tmp_path))(
         image, candidate_labels=LABELS, hypothesis_template=TEMPLATE)
     with torch.no_grad():
-        probs = model(ImageTransform(32)(image), tok.encode([TEMPLATE.format(label) for label in LABELS]))[0].softmax(-1)[0]
+        probs = model(pixels(image), tok.encode([TEMPLATE.format(label) for label in LABELS]))[0].softmax(-1)[0]
     scores = {r["label"]: r["score"] for r in got}
     np.testing.assert_allclose([scores[label] for label in LABELS], probs.tolist(), atol=1e-5)

@@ -5,6 +5,7 @@ import torch
 
 from miniclip import CLIPConfig, MiniCLIP
 from miniclip.config import PRESETS
+from miniclip.model import read_token
 
 
 def tiny(**kw):
@@ -72,6 +73,43 @@ def test_causal_text_attention():
     with torch.no_grad():
         torch.testing.assert_close(block(x)[0, :4], block(y)[0, :4])
         assert not torch.allclose(block(x)[0, 4:], block(y)[0, 4:])
+
+
+def test_attention_weights_are_causal_rows_that_sum_to_one_and_give_the_fused_output():
+    """return_weights=True computes softmax(q k^T / sqrt(d) + mask) v explicitly: the same output as the fused
+    kernel, and weights that are zero above the diagonal (text tower) with every row summing to 1."""
+    cfg = tiny()
+    model = MiniCLIP(cfg).eval()
+    x = torch.randn(3, 7, cfg.text_width, generator=torch.Generator().manual_seed(0))
+    block = model.text.blocks[0]
+    with torch.no_grad():
+        output, weights = block.attn(block.ln_1(x), return_weights=True)
+        fused = block.attn(block.ln_1(x))
+    assert weights.shape == (3, cfg.text_heads, 7, 7) and output.shape == fused.shape == (3, 7, cfg.text_width)
+    torch.testing.assert_close(output, fused, rtol=1e-5, atol=1e-6)
+    seen = torch.ones(7, 7, dtype=torch.bool).tril()  # [T, T]: token i sees tokens 0..i
+    assert (weights[..., ~seen] == 0).all() and (weights[..., seen] > 0).all()
+    torch.testing.assert_close(weights.sum(-1), torch.ones(3, cfg.text_heads, 7))
+    image_weights = model.visual.blocks[0].attn(torch.randn(2, 5, cfg.vision_width), return_weights=True)[1]
+    assert (image_weights > 0).all()  # no mask in the image tower: every patch sees every patch
+
+
+@pytest.mark.parametrize("tower", ["visual", "text"])
+def test_read_token_equals_running_every_block_then_picking_the_token(tower):
+    """The speed shortcut (the last block computes one token, the text tower drops trailing padding) changes no
+    number: it equals the plain loop over the blocks followed by picking each row's pooled token."""
+    cfg = tiny(vision_layers=3, text_layers=3)
+    model = MiniCLIP(cfg).eval()
+    blocks = getattr(model, tower).blocks
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(4, 9, blocks[0].ln_1.normalized_shape[0], generator=g)  # [B, T, W]
+    index = torch.tensor([0, 3, 5, 2]) if tower == "text" else torch.zeros(4, dtype=torch.long)
+    with torch.no_grad():
+        plain = x
+        for block in blocks:
+            plain = block(plain)
+        expected = plain[torch.arange(4), index]  # [B, W]
+        torch.testing.assert_close(read_token(blocks, x, index), expected, rtol=1e-5, atol=1e-6)
 
 
 def test_text_feature_does_not_depend_on_padding_or_the_rest_of_the_batch():

@@ -64,3 +64,20 @@ def test_too_small_vocab_raises():
 def test_missing_file_is_named(tmp_path):
     with pytest.raises(FileNotFoundError, match="nothere.json"):
         Tokenizer.load(tmp_path / "nothere.json")
+
+
+def test_bpe_ids_are_what_encode_puts_between_start_and_end(tok):
+    for text in ["a red circle", "two blue squares", "three green circles"]:  # each fits in the context of 12
+        row = tok.encode(text)[0].tolist()
+        ids = tok.bpe_ids(text)
+        assert row[: len(ids) + 2] == [tok.start_id, *ids, tok.end_id]
+    long = " ".join(["a red circle"] * 30)
+    assert len(tok.bpe_ids(long)) > tok.context_length  # never cut
+
+
+def test_unpadded_is_a_copy_without_padding_or_truncation(tok):
+    raw = tok.unpadded()
+    long = " ".join(["a red circle"] * 30)
+    assert len(raw.encode("a red circle").ids) == len(tok.bpe_ids("a red circle")) + 2  # <start>, <end>, no padding
+    assert len(raw.encode(long).ids) > tok.context_length
+    assert tok.encode(long).shape == (1, 12)  # the tokenizer itself still pads and truncates
