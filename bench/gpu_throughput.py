@@ -21,7 +21,8 @@ import torch
 from miniclip.config import CLIPConfig
 from miniclip.data import PairedData
 from miniclip.data.batches import Batches
-from miniclip.train import TrainConfig, _Features, _precision, param_groups, train_step
+from miniclip.config import TrainConfig
+from miniclip.train import _Features, param_groups, precision, train_step
 from miniclip.model import MiniCLIP
 
 
@@ -62,7 +63,7 @@ def measure(preset: str, compile: bool, args) -> dict:
     optimizer = torch.optim.AdamW(param_groups(model, 0.1, 1.0), lr=1e-4, betas=(0.9, 0.98), eps=1e-6,
                                   fused=device.type == "cuda")
     net = torch.compile(_Features(model)) if compile else _Features(model)
-    autocast, _ = _precision(device)
+    autocast, _ = precision(device)
 
     def step(i):
         images, toks, _ = batches.get(i)
