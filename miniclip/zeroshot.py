@@ -19,36 +19,18 @@ from miniclip.encode import encode_images, encode_texts, eval_mode, model_device
 
 # Templates for the captioned shapes world: the captions it is trained on are "a red circle", "a photo of a ...".
 SHAPES_TEMPLATES = [  # phrasings of the shapes grammar: a template the model never read in training only adds noise
-    "a photo of a {}.",
-    "a {}.",
-    "a photo of one {}.",
-    "one {}.",
-    "a photo of a {}",
-    "a {}",
+    "a photo of a {}.", "a {}.", "a photo of one {}.", "one {}.", "a photo of a {}", "a {}",
 ]
 SIMPLE_TEMPLATE = "a photo of a {}."
 
 # OpenAI's class names and 18 prompt templates for CIFAR-10 (openai/CLIP, data/prompts.md).
 CIFAR10_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
 CIFAR10_TEMPLATES = [
-    "a photo of a {}.",
-    "a blurry photo of a {}.",
-    "a black and white photo of a {}.",
-    "a low contrast photo of a {}.",
-    "a high contrast photo of a {}.",
-    "a bad photo of a {}.",
-    "a good photo of a {}.",
-    "a photo of a small {}.",
-    "a photo of a big {}.",
-    "a photo of the {}.",
-    "a blurry photo of the {}.",
-    "a black and white photo of the {}.",
-    "a low contrast photo of the {}.",
-    "a high contrast photo of the {}.",
-    "a bad photo of the {}.",
-    "a good photo of the {}.",
-    "a photo of the small {}.",
-    "a photo of the big {}.",
+    "a photo of a {}.", "a blurry photo of a {}.", "a black and white photo of a {}.", "a low contrast photo of a {}.",
+    "a high contrast photo of a {}.", "a bad photo of a {}.", "a good photo of a {}.", "a photo of a small {}.",
+    "a photo of a big {}.", "a photo of the {}.", "a blurry photo of the {}.", "a black and white photo of the {}.",
+    "a low contrast photo of the {}.", "a high contrast photo of the {}.", "a bad photo of the {}.",
+    "a good photo of the {}.", "a photo of the small {}.", "a photo of the big {}.",
 ]
 
 
