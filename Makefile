@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 # Offline by default: an accidental model-hub call fails at once instead of hanging.
 TEST_ENV := HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TRANSFORMERS_OFFLINE=1 MINICLIP_SMOKE=1 MPLBACKEND=Agg
 
-.PHONY: demo test lab bench student clean
+.PHONY: demo test lab bench student wheel clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -22,8 +22,12 @@ $(VENV)/.installed-dev: $(VENV)/.installed
 demo: $(VENV)/.installed
 	$(BIN)/miniclip demo --out runs/demo --overwrite
 
+# The notebooks run twice: at the smoke lesson (the shapes world), then at the rehearsal: the GPU lesson's cells
+# (COCO, CIFAR-10, OpenAI's CLIP) at smoke sizes on local stand-ins, built once into runs/rehearsal/standins.
 test: $(VENV)/.installed-dev
 	$(TEST_ENV) $(BIN)/python -m pytest tests notebooks --nbval-lax --nbval-current-env -q
+	$(TEST_ENV) MINICLIP_LESSON=rehearsal $(BIN)/python -m pytest notebooks --nbval-lax --nbval-current-env -q \
+		--nbval-sanitize-with notebooks/rehearsal_nbval.cfg
 
 lab: $(VENV)/.installed-dev
 	$(BIN)/jupyter lab notebooks $(if $(filter 0,$(shell id -u)),--allow-root,)
@@ -33,9 +37,16 @@ bench: $(VENV)/.installed-dev
 	$(BIN)/python bench/train_step.py
 	$(BIN)/python bench/data.py
 	$(BIN)/python bench/shapes_time_to_accuracy.py
+	$(BIN)/python bench/memory.py
 
+# student/ is committed (what students open): run this after every change to notebooks/ and commit the result.
 student: $(VENV)/.installed-dev
 	$(BIN)/python -m miniclip.course.student build notebooks --out student
 
+# A wheel of miniclip in dist/, for a Colab that cannot reach the repository: upload it next to a notebook and the
+# notebook's setup cell installs it (with the dependencies Colab lacks).
+wheel: $(BIN)/python
+	$(BIN)/pip wheel --no-deps -w dist .
+
 clean:
-	rm -rf runs student .pytest_cache
+	rm -rf runs .pytest_cache

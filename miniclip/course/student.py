@@ -9,7 +9,9 @@ In a solution notebook the answer to an exercise sits between two marker lines:
     # END SOLUTION
 
 The student version keeps everything else and replaces the lines between the markers (markers included)
-with a stub that raises NotImplementedError, indented like the solution was. Outputs are cleared.
+with a stub that raises NotImplementedError, indented like the solution was. Outputs are cleared, and the
+"Open in Colab" badge opens the student version: its path notebooks/NAME.ipynb becomes student/NAME.ipynb.
+The repository commits student/ (what a student opens); tests/test_rehearsal.py fails when it is out of date.
 """
 from __future__ import annotations
 
@@ -23,6 +25,8 @@ from miniclip.checkpoint import atomic_write_text
 
 BEGIN, END = "# BEGIN SOLUTION", "# END SOLUTION"
 STUB = 'raise NotImplementedError("Exercise: write your solution here")'
+STUDENT_FOLDER = "student"  # where the repository keeps the student notebooks (what `make student` writes)
+BADGE = re.compile(r"(colab\.research\.google\.com/github/[^)\s]*?/)notebooks/")  # a Colab link into notebooks/
 
 
 def strip_solutions(source: str) -> str:
@@ -47,14 +51,16 @@ def strip_solutions(source: str) -> str:
 
 
 def student_notebook(nb: dict) -> dict:
-    """A copy of a notebook (nbformat 4 JSON) with solutions stubbed and outputs cleared."""
+    """A copy of a notebook (nbformat 4 JSON) with solutions stubbed, outputs cleared and Colab badges pointing
+    at STUDENT_FOLDER."""
     nb = json.loads(json.dumps(nb))
     for cell in nb["cells"]:
-        if cell["cell_type"] != "code":
-            continue
         src = "".join(cell["source"]) if isinstance(cell["source"], list) else cell["source"]
-        cell["source"] = strip_solutions(src).splitlines(keepends=True)
-        cell["outputs"], cell["execution_count"] = [], None
+        if cell["cell_type"] == "markdown":
+            cell["source"] = BADGE.sub(rf"\g<1>{STUDENT_FOLDER}/", src).splitlines(keepends=True)
+        elif cell["cell_type"] == "code":
+            cell["source"] = strip_solutions(src).splitlines(keepends=True)
+            cell["outputs"], cell["execution_count"] = [], None
     return nb
 
 
