@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 # Offline by default: an accidental model-hub call fails at once instead of hanging.
 TEST_ENV := HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TRANSFORMERS_OFFLINE=1 MINICLIP_SMOKE=1 MPLBACKEND=Agg
 
-.PHONY: demo test lab bench student wheel clean
+.PHONY: demo test claims lab bench student wheel clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -28,6 +28,18 @@ test: $(VENV)/.installed-dev
 	$(TEST_ENV) $(BIN)/python -m pytest tests notebooks --nbval-lax --nbval-current-env -q
 	$(TEST_ENV) MINICLIP_LESSON=rehearsal $(BIN)/python -m pytest notebooks --nbval-lax --nbval-current-env -q \
 		--nbval-sanitize-with notebooks/rehearsal_nbval.cfg
+
+# Every notebook at the laptop lesson, each claim of its prose checked against its own numbers (miniclip.course.claims);
+# ends with "N claims checked, M failed". Run it after changing a lesson or the shapes world (tens of minutes).
+CLAIMS_LOG := $(CURDIR)/runs/claims/claims.jsonl
+claims: $(VENV)/.installed-dev
+	rm -rf runs/claims && mkdir -p runs/claims
+	for nb in notebooks/0*.ipynb; do \
+		HF_HUB_OFFLINE=1 MPLBACKEND=Agg MINICLIP_LESSON=laptop MINICLIP_CLAIMS_LOG=$(CLAIMS_LOG) \
+		MINICLIP_NOTEBOOK=$$(basename $$nb) $(BIN)/jupyter nbconvert --to notebook --execute \
+		--ExecutePreprocessor.timeout=-1 --output-dir runs/claims $$nb || exit 1; \
+	done
+	$(BIN)/python -m miniclip.course.claims summary $(CLAIMS_LOG)
 
 lab: $(VENV)/.installed-dev
 	$(BIN)/jupyter lab notebooks $(if $(filter 0,$(shell id -u)),--allow-root,)
