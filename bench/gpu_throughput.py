@@ -8,6 +8,7 @@ size (118k images of random pixels, random captions) run through the real loader
 MFU = achieved model FLOP/s / the GPU's peak bf16 FLOP/s (--peak-tflops, default 989 for an H100/H200 SXM
 dense bf16). Model FLOPs per pair = 3 x forward (forward + backward), forward counted from the config:
 2 x multiply-adds of every linear layer per token, plus attention's two T x T products.
+precision: the autocast dtype that miniclip.train.precision chooses for the device (what training uses).
 Target (issue 4): MFU of 35% or more for coco-base.
 """
 from __future__ import annotations
@@ -63,7 +64,7 @@ def measure(preset: str, compile: bool, args) -> dict:
     optimizer = torch.optim.AdamW(param_groups(model, 0.1, 1.0), lr=1e-4, betas=(0.9, 0.98), eps=1e-6,
                                   fused=device.type == "cuda")
     net = torch.compile(_Features(model)) if compile else _Features(model)
-    autocast, _ = precision(device)
+    autocast, dtype = precision(device)  # bf16 on A100/H100/H200, fp16 on a T4, fp32 on a CPU
 
     def step(i):
         images, toks, _ = batches.get(i)
@@ -90,6 +91,7 @@ def measure(preset: str, compile: bool, args) -> dict:
     flops = 3 * forward_flops_per_pair(cfg) * pairs_s
     return dict(preset=preset, compile=compile, batch=batch, params_m=model.num_parameters() / 1e6,
                 pairs_s=pairs_s, tflops=flops / 1e12, mfu=flops / (args.peak_tflops * 1e12),
+                precision=str(dtype).removeprefix("torch."),
                 peak_gb=torch.cuda.max_memory_allocated() / 2**30 if device.type == "cuda" else float("nan"))
 
 
@@ -105,12 +107,13 @@ def main():
     parser.add_argument("--no-compile", action="store_true", help="skip the torch.compile runs")
     args = parser.parse_args()
     torch.backends.cuda.matmul.allow_tf32 = True
-    print(f"{'preset':<11} {'compile':<8} {'batch':>5} {'params M':>9} {'pairs/s':>9} {'TFLOP/s':>8} {'MFU':>6} {'peak GB':>8}")
+    print(f"{'preset':<11} {'compile':<8} {'batch':>5} {'params M':>9} {'pairs/s':>9} {'TFLOP/s':>8} {'MFU':>6} "
+          f"{'peak GB':>8} precision")
     for preset in args.presets:
         for compile in ([False] if args.no_compile or args.device == "cpu" else [False, True]):
             r = measure(preset, compile, args)
             print(f"{r['preset']:<11} {str(r['compile']):<8} {r['batch']:>5} {r['params_m']:>9.1f} {r['pairs_s']:>9.0f} "
-                  f"{r['tflops']:>8.1f} {r['mfu']:>6.1%} {r['peak_gb']:>8.2f}")
+                  f"{r['tflops']:>8.1f} {r['mfu']:>6.1%} {r['peak_gb']:>8.2f} {r['precision']}")
 
 
 if __name__ == "__main__":
