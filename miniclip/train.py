@@ -207,6 +207,7 @@ def _prepare_run_dir(out: Path, resume: bool, overwrite: bool) -> None:
             raise FileExistsError(f"{out} is not empty: continue its run with --resume, replace it with --overwrite, "
                                   "or choose another --out")
         shutil.rmtree(out)
+    out.mkdir(parents=True, exist_ok=True)  # a folder that cannot be written fails now, before any work
 
 
 def _check_same_recipe(cfg: TrainConfig, out: Path) -> None:

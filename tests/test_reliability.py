@@ -188,3 +188,12 @@ def test_a_tokenizer_from_another_run_is_refused(tmp_path):
 def test_debug_shows_the_traceback(tmp_path):
     with pytest.raises(ValueError, match="--steps"):
         main(["--debug", "train", "--out", str(tmp_path / "run"), "--steps", "0"])
+
+
+def test_an_out_folder_that_cannot_be_made_is_refused_before_any_work(tmp_path, capsys, monkeypatch):
+    import miniclip.train as train_module
+
+    (tmp_path / "a_file").write_text("not a folder")
+    monkeypatch.setattr(train_module, "load_pairs", lambda *a, **k: pytest.fail("data was loaded first"))
+    status, err = cli(capsys, "train", "--out", tmp_path / "a_file" / "run", "--steps", 2)
+    assert status == 2 and "a_file" in err
