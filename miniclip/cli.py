@@ -77,7 +77,7 @@ def _export_hf(args) -> int:
     from miniclip.hf import to_transformers  # imported here: transformers takes seconds to import
 
     if Path(args.out_dir).resolve() == Path(args.run_dir).resolve():
-        raise ValueError(f"export-hf: OUT_DIR is the run directory {args.run_dir}; choose another folder")
+        raise ValueError(f"OUT_DIR is the run directory {args.run_dir} itself; choose another folder")
     model, tokenizer, _ = load_run(args.run_dir)
     to_transformers(model, tokenizer, args.out_dir, overwrite=args.overwrite)
     print(f"wrote {args.out_dir}: load it with transformers.CLIPModel.from_pretrained({str(args.out_dir)!r})")

@@ -49,9 +49,16 @@ class IncompleteCacheError(RuntimeError):
 
 def _refuse_another(out: Path, found: dict, expected: dict, what: str) -> None:
     """FileExistsError unless the cache `found` in out (a manifest or progress) is the build `expected` describes."""
-    if {k: found.get(k) for k in expected} != expected:
-        theirs = ", ".join(f"{k}={found.get(k)!r}" for k in expected)
-        raise FileExistsError(f"{out} already holds {what} of another build ({theirs}); "
+    differ = []  # what differs, "key: theirs, not ours", looking one level into dicts such as meta
+    for k, ours in expected.items():
+        theirs = found.get(k)
+        if isinstance(theirs, dict) and isinstance(ours, dict):
+            differ += [f"{k}.{j}: {theirs.get(j)!r}, not {ours.get(j)!r}" for j in sorted({*theirs, *ours})
+                       if theirs.get(j) != ours.get(j)]
+        elif theirs != ours:
+            differ.append(f"{k}: {theirs!r}, not {ours!r}")
+    if differ:
+        raise FileExistsError(f"{out} already holds {what} of another build ({'; '.join(differ[:4])}); "
                               "delete that folder or choose another --out")
 
 
