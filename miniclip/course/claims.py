@@ -2,9 +2,9 @@
 
     claim(zero_shot < probe, f"the linear probe ({probe:.0%}) beats zero-shot ({zero_shot:.0%})")
 
-prints the sentence with a tick when it holds. When it does not: at the smoke lesson (CI's tiny sizes, where
-numbers mean nothing) it prints a cross and goes on; at every other lesson it raises ClaimFailed, so a notebook
-whose prose drifts from what its cells compute stops at the claim instead of teaching something false.
+prints the sentence with a tick when it holds. When it does not: at the smoke and rehearsal lessons (CI's tiny
+sizes, where numbers mean nothing) it prints a cross and goes on; at every other lesson it raises ClaimFailed, so
+a notebook whose prose drifts from what its cells compute stops at the claim instead of teaching something false.
 
 `make claims` runs every notebook at the laptop lesson with MINICLIP_CLAIMS_LOG set: each claim is then appended
 to that file (one JSON line: notebook, text, held) and does not raise, and `python -m miniclip.course.claims
@@ -43,7 +43,7 @@ def claim(holds, text: str, lesson: str | None = None) -> bool:
         with open(log, "a") as f:
             f.write(json.dumps({"notebook": os.environ.get("MINICLIP_NOTEBOOK", ""), "lesson": lesson,
                                 "text": text, "held": holds}) + "\n")
-    elif not holds and lesson != "smoke":
+    elif not holds and lesson not in ("smoke", "rehearsal"):  # CI sizes: the numbers mean nothing
         raise ClaimFailed(f"this lesson says {text!r}, but its own numbers say otherwise; fix the sentence or the code")
     return holds
 

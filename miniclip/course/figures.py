@@ -209,8 +209,10 @@ def plot_probabilities(probs, classnames: list[str], title: str = "Zero-shot pro
     return fig
 
 
-def plot_retrieval(query, results, scores, title: str | None = None, width: int = 22) -> plt.Figure:
-    """A query and its results in a row, each result titled with its score.
+def plot_retrieval(query, results, scores, title: str | None = None, width: int = 22,
+                   per_row: int = 5) -> plt.Figure:
+    """A query and its results, each result titled with its score, at most `per_row` results to a row (so that
+    k = 10 stays readable).
 
     query: a string (text -> image search) or an image uint8 [S, S, 3] (image -> image or image -> text);
     results: images uint8 [k, S, S, 3] or k strings; scores: k numbers (cosines or logits), best first.
@@ -219,11 +221,14 @@ def plot_retrieval(query, results, scores, title: str | None = None, width: int 
     if len(scores) != k:
         raise ValueError(f"{k} results but {len(scores)} scores")
     scores = _numpy(scores).reshape(-1)
-    fig, axes = plt.subplots(1, k + 1, figsize=(2.3 * (k + 1), 2.8), squeeze=False)
-    axes = axes[0]
-    for ax in axes:
+    ncols, nrows = min(k, per_row) + 1, max(1, math.ceil(k / per_row))
+    fig, grid = plt.subplots(nrows, ncols, figsize=(2.3 * ncols, 2.8 * nrows), squeeze=False)
+    axes = [grid[0, 0]] + [grid[j // per_row, 1 + j % per_row] for j in range(k)]  # query, then results
+    for ax in grid.flat:
         ax.set_xticks([])
         ax.set_yticks([])
+        if not any(ax is used for used in axes):
+            ax.axis("off")  # the cells under the query and after the last result stay empty
 
     def draw(ax, item):
         if isinstance(item, str):
