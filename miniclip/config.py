@@ -80,8 +80,8 @@ class CLIPConfig:
 
 
 PRESETS: dict[str, dict] = {
-    # 32 px captioned shapes, 0.30M parameters (304,897 with its 512-token vocabulary). The conv stem is what lets a tiny ViT learn *shape* (not just
-    # colour) within a minute on a CPU; see TrainConfig.text_lr_scale for the measurement.
+    # 32 px captioned shapes, 0.30M parameters (304,897 with a 512-token vocabulary). The conv stem is what lets a
+    # tiny ViT learn *shape* (not just colour) within a minute on a CPU; see TrainConfig.text_lr_scale.
     "shapes-tiny": dict(
         image_size=32, patch_size=8, stem_channels=(32, 64, 64), vision_width=64, vision_layers=2, vision_heads=4,
         context_length=32, vocab_size=512, text_width=64, text_layers=2, text_heads=4, embed_dim=64,
