@@ -207,6 +207,8 @@ def build_cache(records, out_dir, size: int = 64, workers: int | None = None, li
             start += len(chunk)
             drain(keep=2 * workers if pool else 0)  # bounded: a streamed source is never read far ahead
         drain(keep=0)
+        bar.total = bar.n  # the source may hold fewer records than `limit`: the bar ends at 100%, not short of it
+        bar.refresh()
     except BaseException:  # Ctrl-C, or the source failed: keep the chunks already decoded, then stop
         try:
             drain(keep=0)
