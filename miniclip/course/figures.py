@@ -137,7 +137,7 @@ def plot_history(history: list[dict], title: str = "Training", metrics: list[str
 
     s_steps, scale = series(lambda r: _scale_of(r) is not None, _scale_of)
     axes[1].plot(s_steps, scale, color="tab:orange")
-    axes[1].set(xlabel="step", ylabel="1 / temperature (logit scale)", title="temperature")
+    axes[1].set(xlabel="step", ylabel="1 / T (= exp(logit_scale))", title="temperature")
 
     if metrics:
         curves = {key: series(lambda r, key=key: key in r, lambda r, key=key: float(r[key])) for key in metrics}
