@@ -21,7 +21,7 @@ from pathlib import Path
 
 import torch
 
-from miniclip.train import seed_everything
+from miniclip.train import precision, seed_everything
 
 LESSONS = ("gpu", "laptop", "smoke", "rehearsal")
 REHEARSAL_STANDIN_IMAGES = 400  # COCO stand-in images the rehearsal builds: 320 train (a batch of 256), 40 val, 40 test
@@ -113,5 +113,6 @@ def start_lesson(seed: int = 0, name: str | None = None) -> Lesson:
     if lesson.standins is not None:
         meaning = "its numbers mean nothing" if lesson.smoke else "its numbers are about them, not COCO"
         where += f"; COCO, CIFAR-10 and OpenAI's CLIP replaced by stand-ins in {lesson.standins}: {meaning}"
-    print(f"miniclip lesson: {lesson.name} ({where}); device {lesson.device}; seed {seed}")
+    dtype = str(precision(torch.device(lesson.device))[1]).removeprefix("torch.")  # what training computes in
+    print(f"miniclip lesson: {lesson.name} ({where}); device {lesson.device}, training in {dtype}; seed {seed}")
     return lesson
