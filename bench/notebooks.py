@@ -20,13 +20,20 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def run(notebook: Path, env: dict, out_dir: Path) -> float:
-    """Execute one notebook; returns its wall-clock seconds (kernel start included)."""
+def run(notebook: Path, env: dict, out_dir: Path) -> float | None:
+    """Execute one notebook; returns its wall-clock seconds (kernel start included), or None if it failed."""
     start = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "jupyter", "nbconvert", "--to", "notebook", "--execute",
-                    "--ExecutePreprocessor.timeout=-1", "--output-dir", str(out_dir), str(notebook)],
-                   env=env, check=True, capture_output=True)
+    done = subprocess.run([sys.executable, "-m", "jupyter", "nbconvert", "--to", "notebook", "--execute",
+                           "--ExecutePreprocessor.timeout=-1", "--output-dir", str(out_dir), str(notebook)],
+                          env=env, capture_output=True, text=True)
+    if done.returncode != 0:
+        print(f"{notebook.name} FAILED:", *done.stderr.splitlines()[-15:], sep="\n", flush=True)
+        return None
     return time.perf_counter() - start
+
+
+def seconds(value: float | None) -> str:
+    return "failed" if value is None else f"{value:.0f}"
 
 
 def main() -> None:
@@ -45,13 +52,16 @@ def main() -> None:
         rows = []
         for nb in notebooks:
             first = run(nb, env, Path(tmp) / "out")
+            print(f"{nb.stem}: first run {seconds(first)} s", flush=True)
             again = run(nb, env, Path(tmp) / "out") if args.again else None
+            if args.again:
+                print(f"{nb.stem}: again {seconds(again)} s", flush=True)
             rows.append((nb.stem, first, again))
-            print(f"{nb.stem}: {first:.0f} s" + (f", again {again:.0f} s" if again is not None else ""), flush=True)
     print(f"\n| notebook ({args.lesson} lesson, {os.cpu_count()} cores) | first run, s | again, s |\n| --- | --- | --- |")
     for name, first, again in rows:
-        print(f"| {name} | {first:.0f} | {'' if again is None else f'{again:.0f}'} |")
-    print(f"| all | {sum(r[1] for r in rows):.0f} | {sum(r[2] or 0 for r in rows) if args.again else ''} |")
+        print(f"| {name} | {seconds(first)} | {seconds(again) if args.again else ''} |")
+    total = sum(r[1] or 0 for r in rows)
+    print(f"| all (failed ones not counted) | {total:.0f} | {sum(r[2] or 0 for r in rows) if args.again else ''} |")
 
 
 if __name__ == "__main__":
