@@ -9,6 +9,9 @@
     check_lessons_1_4.py  check_lessons_5_8.py: the exercise checkers of each lesson
     student.py            the student notebooks, solutions cut out (`make student`)
     demo.py               `miniclip demo`: train, evaluate and draw the shapes-tiny model
+    claims.py             claim(holds, text): a lesson's sentence checked against its own numbers (`make claims`)
+    standins.py           offline stand-ins in the real formats: COCO, Karpathy, Hub parquet, CIFAR-10, a tiny CLIP
+    setup.py              the repository URL of the badges and setup cells (`python -m miniclip.course.setup set-url`)
 
 It imports the probes and the library; nothing below it imports the course.
 """
