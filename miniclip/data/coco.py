@@ -205,6 +205,21 @@ def _problem(entry, keys, id_key: str, path_keys=()) -> str | None:
     return None
 
 
+def _usable_images(images, problems, keys, id_key: str, path_keys, name_key: str) -> dict[int, tuple[int, dict]]:
+    """The usable entries of an "images" list: {id: (index, entry)} in file order. An unusable entry, or a second
+    entry with an id already seen, is added to problems (by index and file name) and left out."""
+    usable: dict[int, tuple[int, dict]] = {}
+    for i, im in enumerate(images):
+        why = _problem(im, keys, id_key, path_keys)
+        if why is None and int(im[id_key]) in usable:
+            why = f"duplicate {id_key} {int(im[id_key])} (first at images[{usable[int(im[id_key])][0]}])"
+        if why is not None:
+            problems.add("images", i, im, why, name_key)
+            continue
+        usable[int(im[id_key])] = (i, im)
+    return usable
+
+
 class _Problems(list):
     """What was wrong with a JSON file's entries: "images[3] (x.jpg): why", one warning at the end."""
 
@@ -257,20 +272,13 @@ def official_records(annotations, images, split: str | None = None, limit: int |
     split = split or _split_from_name(annotations, images)
     if split is None:
         raise ValueError(f"{source}: cannot tell the split from the file names; pass split='train' or 'val'")
-    problems, first, image_list = _Problems(), {}, []
-    for i, im in enumerate(data["images"]):
-        why = _problem(im, ("id", "file_name"), "id", ("file_name",))
-        if why is None and int(im["id"]) in first:
-            why = f"duplicate id {int(im['id'])} (first at images[{first[int(im['id'])]}])"
-        if why is not None:
-            problems.add("images", i, im, why, "file_name")
-            continue
-        first[int(im["id"])] = i
-        image_list.append(im)
+    problems = _Problems()
+    images_by_id = _usable_images(data["images"], problems, ("id", "file_name"), "id", ("file_name",), "file_name")
+    image_list = [im for _, im in images_by_id.values()]
     captions, usable = defaultdict(list), []
     for i, ann in enumerate(data["annotations"]):
         why = _problem(ann, ("image_id", "caption"), "image_id")
-        if why is None and int(ann["image_id"]) not in first:
+        if why is None and int(ann["image_id"]) not in images_by_id:
             why = f"a caption of image id {ann['image_id']}, which is not in images (an orphan)"
         if why is not None:
             problems.add("annotations", i, ann, why)
@@ -315,16 +323,10 @@ def karpathy_records(
     todo = "Pass dataset_coco.json from Karpathy's caption_datasets.zip (for captions_*.json use --source coco)."
     data = _load_json(karpathy_json)
     _require(source, data, ("images",), todo)
-    problems, first, image_list = _Problems(), {}, []
+    problems, image_list = _Problems(), []
     keys = ("filepath", "filename", "split", "cocoid", "sentences")
-    for i, im in enumerate(data["images"]):
-        why = _problem(im, keys, "cocoid", ("filepath", "filename"))
-        if why is None and int(im["cocoid"]) in first:
-            why = f"duplicate cocoid {int(im['cocoid'])} (first at images[{first[int(im['cocoid'])]}])"
-        if why is not None:
-            problems.add("images", i, im, why, "filename")
-            continue
-        first[int(im["cocoid"])] = i
+    images_by_id = _usable_images(data["images"], problems, keys, "cocoid", ("filepath", "filename"), "filename")
+    for i, im in images_by_id.values():
         good = [s for s in im["sentences"] if isinstance(s, dict) and "raw" in s]
         if len(good) < len(im["sentences"]):
             dropped = len(im["sentences"]) - len(good)
