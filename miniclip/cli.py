@@ -18,7 +18,6 @@ shows the Python traceback instead.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 from pathlib import Path
@@ -29,7 +28,7 @@ from miniclip.data.cache import IncompleteCacheError, build_cache, build_shapes_
 from miniclip.data.coco import open_source
 from miniclip.data.shapes import RENDITIONS
 from miniclip.evaluate import evaluate_suite
-from miniclip.train import train
+from miniclip.train import read_run_record, train
 
 USER_ERRORS = (ValueError, OSError, FloatingPointError, IncompleteCacheError)  # reported in one line, exit 2
 
@@ -56,12 +55,7 @@ def load_run(run_dir):
     model, tokenizer = load(run_dir)
     if tokenizer is None:
         raise FileNotFoundError(f"{Path(run_dir) / 'tokenizer.json'} not found: is {run_dir} a miniclip run directory?")
-    run_file = Path(run_dir) / "run.json"
-    try:
-        run = json.loads(run_file.read_text()) if run_file.is_file() else {}
-    except json.JSONDecodeError as e:
-        raise ValueError(f"{run_file} is not valid JSON ({e}); restore it or delete it") from e
-    return model, tokenizer, run
+    return model, tokenizer, read_run_record(run_dir)
 
 
 def _eval(args) -> int:

@@ -32,9 +32,9 @@ import torch.nn as nn
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from miniclip.checkpoint import (METRICS_FILE, MODEL_FILE, TRAIN_STATE_FILE, atomic_write_json, load, read_jsonl,
-                                 save, save_train_state, load_train_state, sweep_temporary_files, to_json,
-                                 write_jsonl)
+from miniclip.checkpoint import (METRICS_FILE, MODEL_FILE, TOKENIZER_FILE, TRAIN_STATE_FILE, atomic_write_json, load,
+                                 load_tokenizer, load_train_state, read_jsonl, save, save_train_state,
+                                 sweep_temporary_files, to_json, write_jsonl)
 from miniclip.config import TrainConfig
 from miniclip.data.batches import Batches
 from miniclip.data.shapes import swap_relation
@@ -181,11 +181,22 @@ def _run_record(cfg: TrainConfig, world: int = 1) -> dict:
     return json.loads(to_json(dataclasses.asdict(cfg) | {"world_size": world}))
 
 
+def read_run_record(out) -> dict:
+    """run.json of a run folder as a dict ({} when there is none); invalid JSON is an error that names the file."""
+    path = Path(out) / RUN_FILE
+    if not path.is_file():
+        return {}
+    try:
+        return json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ValueError(f"{path} is not valid JSON ({e}); restore it or delete it") from e
+
+
 def run_is_finished(cfg: TrainConfig, out) -> bool:
     """Whether `out` holds a finished run of exactly `cfg`: same run.json, a model, a log that reached cfg.steps."""
     out = Path(out)
     try:
-        same = json.loads((out / RUN_FILE).read_text()) == _run_record(cfg)
+        same = read_run_record(out) == _run_record(cfg)
         history = read_jsonl(out / METRICS_FILE)
     except (OSError, ValueError):
         return False
@@ -211,7 +222,7 @@ def _prepare_run_dir(out: Path, resume: bool, overwrite: bool) -> None:
 
 
 def _check_same_recipe(cfg: TrainConfig, out: Path) -> None:
-    saved = json.loads((out / RUN_FILE).read_text()) if (out / RUN_FILE).is_file() else {}
+    saved = read_run_record(out)
     if saved.get("preset") not in (None, cfg.preset):
         raise ValueError(f"--resume: the run in {out} was trained with --preset {saved['preset']}, "
                          f"not {cfg.preset}; resume it with --preset {saved['preset']}")
@@ -244,7 +255,7 @@ def train(cfg: TrainConfig | None = None, *, out=None, resume: bool = False, ove
     model_cfg = cfg.model_config()
     data = load_pairs(cfg.data, "train", image_size=model_cfg.image_size, n=cfg.num_images or None, seed=cfg.seed,
                       word_fraction=cfg.word_fraction, **cfg.shapes_options)
-    tokenizer = Tokenizer.load(out / "tokenizer.json") if resume else \
+    tokenizer = load_tokenizer(out / TOKENIZER_FILE) if resume else \
         Tokenizer.train(data.captions, model_cfg.vocab_size, model_cfg.context_length)
     model_cfg.vocab_size, model_cfg.eot_token_id = max(model_cfg.vocab_size, tokenizer.vocab_size), tokenizer.end_id
     tokens = tokenizer.encode(data.captions)  # [C, T], every caption once
@@ -366,8 +377,7 @@ def load_or_train(cfg: TrainConfig, out, progress: bool = True, **train_kwargs) 
     if run_is_finished(cfg, out):
         model, tokenizer = load(out)
         return TrainResult(model=model, tokenizer=tokenizer, history=read_jsonl(out / METRICS_FILE), out=out)
-    same = (out / RUN_FILE).is_file() and json.loads((out / RUN_FILE).read_text()) == _run_record(cfg)
-    resume = same and (out / TRAIN_STATE_FILE).is_file()
+    resume = read_run_record(out) == _run_record(cfg) and (out / TRAIN_STATE_FILE).is_file()
     if out.is_dir() and any(out.iterdir()) and not resume:
         print(f"replacing the run in {out}: it was trained with another recipe, or did not finish")
     return train(cfg, out=out, progress=progress, resume=resume, overwrite=not resume, **train_kwargs)
