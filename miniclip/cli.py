@@ -38,7 +38,7 @@ def _train(args) -> int:
         data=args.data, steps=args.steps, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
         hard_negatives=args.hard_negatives or None, word_fraction=args.word_fraction, num_images=args.num_images,
         eval_every=args.eval_every, checkpoint_every=args.checkpoint_every, compile=args.compile or None,
-        device=args.device,
+        device=args.device, init_from=args.init_from,
     ).items() if v is not None}
     cfg = TrainConfig.for_preset(args.preset, **overrides)  # validates every flag before any work starts
     if cfg.batch_size == 1:
@@ -150,6 +150,7 @@ def build_parser(extra_commands=()) -> argparse.ArgumentParser:
     p.add_argument("--eval-every", type=int)
     p.add_argument("--checkpoint-every", type=int)
     p.add_argument("--compile", action="store_true", help="torch.compile the model")
+    p.add_argument("--init-from", help="a run folder to start from (fine-tune its weights and tokenizer)")
     p.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: cuda if available)")
     p.add_argument("--resume", action="store_true", help="continue from the run directory's last checkpoint")
     p.add_argument("--overwrite", action="store_true", help="delete what the run directory holds and start again")

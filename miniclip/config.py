@@ -125,6 +125,7 @@ class TrainConfig:
     hard_negatives: bool = False  # add each relation caption's argument-swapped twin as a negative (NegCLIP)
     augment: bool = False  # random resized crops (never flips)
     compile: bool = False  # torch.compile the model (GPU)
+    init_from: str = ""  # a run folder whose weights and tokenizer the run starts from (fine-tuning, as NegCLIP does)
     device: str = "auto"
     # shapes world only
     num_images: int = 50_000  # 0: every image of a cache

@@ -221,6 +221,19 @@ def _prepare_run_dir(out: Path, resume: bool, overwrite: bool) -> None:
     out.mkdir(parents=True, exist_ok=True)  # a folder that cannot be written fails now, before any work
 
 
+def _load_base(cfg: TrainConfig, model_cfg) -> tuple[MiniCLIP, Tokenizer]:
+    """The model and tokenizer of cfg.init_from, checked to be of cfg's preset (same shapes, same context)."""
+    model, tokenizer = load(cfg.init_from)
+    if tokenizer is None:
+        raise FileNotFoundError(f"--init-from {cfg.init_from}: the run holds no {TOKENIZER_FILE}")
+    theirs, ours = model.config.to_dict(), model_cfg.to_dict()
+    differ = sorted(k for k in ours if k not in ("vocab_size", "eot_token_id") and theirs[k] != ours[k])
+    if differ:
+        raise ValueError(f"--init-from {cfg.init_from}: its model differs from --preset {cfg.preset} in {differ}; "
+                         "start from a run of the same preset")
+    return model, tokenizer
+
+
 def _check_same_recipe(cfg: TrainConfig, out: Path) -> None:
     saved = read_run_record(out)
     if saved.get("preset") not in (None, cfg.preset):
@@ -255,15 +268,21 @@ def train(cfg: TrainConfig | None = None, *, out=None, resume: bool = False, ove
     model_cfg = cfg.model_config()
     data = load_pairs(cfg.data, "train", image_size=model_cfg.image_size, n=cfg.num_images or None, seed=cfg.seed,
                       word_fraction=cfg.word_fraction, **cfg.shapes_options)
-    tokenizer = load_tokenizer(out / TOKENIZER_FILE) if resume else \
-        Tokenizer.train(data.captions, model_cfg.vocab_size, model_cfg.context_length)
+    base = _load_base(cfg, model_cfg) if cfg.init_from else None
+    if resume:
+        tokenizer = load_tokenizer(out / TOKENIZER_FILE)
+    else:
+        tokenizer = base[1] if base else Tokenizer.train(data.captions, model_cfg.vocab_size, model_cfg.context_length)
     model_cfg.vocab_size, model_cfg.eot_token_id = max(model_cfg.vocab_size, tokenizer.vocab_size), tokenizer.end_id
     tokens = tokenizer.encode(data.captions)  # [C, T], every caption once
     negatives = hard_negative_tokens(data.captions, tokenizer) if cfg.hard_negatives else None
     batches = Batches(data, tokens, cfg.batch_size, device=device, seed=cfg.seed, augment=cfg.augment)
 
     torch.manual_seed(cfg.seed)
-    model = MiniCLIP(model_cfg).to(device)
+    model = MiniCLIP(model_cfg)
+    if base and not resume:
+        model.load_state_dict(base[0].state_dict())
+    model = model.to(device)
     optimizer = make_optimizer(model, cfg)
     start = load_train_state(model, optimizer, out / TRAIN_STATE_FILE, device=str(device)) if resume else 0
     history = [r for r in read_jsonl(out / METRICS_FILE) if r.get("step", 0) <= start] if resume else []

@@ -249,3 +249,27 @@ def test_precision_uses_bf16_only_where_the_gpu_has_bf16_units(monkeypatch, capa
     _, chosen = precision(torch.device("cuda"))
     assert chosen == dtype
     assert precision(torch.device("cpu"))[1] == torch.float32
+
+
+def test_init_from_starts_from_another_runs_weights_and_tokenizer(tmp_path):
+    base = train(TrainConfig.for_preset("shapes-tiny", steps=3, num_images=500, eval_every=0), out=tmp_path / "base",
+                 progress=False, eval_fn=lambda m, t: {})
+    # a learning rate too small to move anything: the fine-tuned model must equal its starting point
+    tuned = train(TrainConfig.for_preset("shapes-tiny", steps=1, num_images=500, eval_every=0, seed=7, lr=1e-12,
+                                         warmup_steps=0, init_from=str(tmp_path / "base")),
+                  progress=False, eval_fn=lambda m, t: {})
+    fresh = train(TrainConfig.for_preset("shapes-tiny", steps=1, num_images=500, eval_every=0, seed=7, lr=1e-12,
+                                         warmup_steps=0), progress=False, eval_fn=lambda m, t: {})
+    before, after, other = base.model.state_dict(), tuned.model.state_dict(), fresh.model.state_dict()
+    assert all(torch.allclose(before[k], after[k], atol=1e-9) for k in before)
+    assert not all(torch.allclose(before[k], other[k]) for k in before)
+    assert tuned.tokenizer.to_json() == base.tokenizer.to_json()
+
+
+def test_init_from_refuses_a_run_of_another_shape(tmp_path):
+    train(TrainConfig.for_preset("shapes-tiny", steps=1, num_images=500, eval_every=0), out=tmp_path / "base",
+          progress=False, eval_fn=lambda m, t: {})
+    cfg = TrainConfig.for_preset("shapes-tiny", steps=1, num_images=500, init_from=str(tmp_path / "base"),
+                                 model_overrides={"vision_layers": 3})
+    with pytest.raises(ValueError, match=r"--init-from .*vision_layers"):
+        train(cfg, progress=False, eval_fn=lambda m, t: {})

@@ -10,6 +10,7 @@
     student.py            the student notebooks, solutions cut out (`make student`)
     demo.py               `miniclip demo`: train, evaluate and draw the shapes-tiny model
     claims.py             claim(holds, text): a lesson's sentence checked against its own numbers (`make claims`)
+    predictions.py        ask() and reveal(): predict an outcome, then measure it
     standins.py           offline stand-ins in the real formats: COCO, Karpathy, Hub parquet, CIFAR-10, a tiny CLIP
     setup.py              the repository URL of the badges and setup cells (`python -m miniclip.course.setup set-url`)
 
