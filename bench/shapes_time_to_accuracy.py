@@ -1,6 +1,6 @@
 """Wall time for shapes-tiny to reach 90% zero-shot top-1 on held-out single-object images (36 classes).
 
-    python bench/shapes_time_to_accuracy.py [--seeds 0 1 2] [--threads 2] [--target 0.9]
+    python bench/shapes_time_to_accuracy.py [--seeds 0 1 2] [--threads 2] [--target 0.9] [--set steps=400 lr=6e-3]
 
 The clock covers what a user waits for: generating the shapes world, training the tokenizer, building the
 model and the training steps; the zero-shot evaluations every --every steps are timed separately and
@@ -9,6 +9,7 @@ subtracted. Steps are printed too: they do not depend on how busy the machine is
 from __future__ import annotations
 
 import argparse
+import json
 import time
 
 import torch
@@ -18,7 +19,7 @@ from miniclip.train import TrainConfig, train
 from miniclip.zeroshot import SHAPES_TEMPLATES, evaluate_zeroshot
 
 
-def run(seed: int, every: int, target: float) -> dict:
+def run(seed: int, every: int, target: float, overrides: dict) -> dict:
     images, labels = shapes.single_object_set(20, seed=10_000 + seed)  # 720 held-out images
     t0 = time.perf_counter()
     state = {"eval_s": 0.0, "hit": None, "curve": []}
@@ -33,7 +34,7 @@ def run(seed: int, every: int, target: float) -> dict:
             state["hit"] = (step, time.perf_counter() - t0 - state["eval_s"])
         return {"zeroshot_top1": top1}
 
-    result = train(TrainConfig.for_preset("shapes-tiny", seed=seed, eval_every=every), eval_fn=eval_fn, progress=False)
+    result = train(TrainConfig.for_preset("shapes-tiny", **{"seed": seed, "eval_every": every, **overrides}), eval_fn=eval_fn, progress=False)
     total = time.perf_counter() - t0 - state["eval_s"]
     pairs_s = [r["pairs_per_s"] for r in result.history if "pairs_per_s" in r]
     return dict(seed=seed, hit=state["hit"], final=state["curve"][-1][1], total_s=total,
@@ -46,12 +47,15 @@ def main():
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--every", type=int, default=50)
     parser.add_argument("--target", type=float, default=0.9)
+    parser.add_argument("--set", nargs="*", default=[], metavar="FIELD=VALUE",
+                        help="TrainConfig fields to change from the shapes-tiny recipe, e.g. steps=400 lr=6e-3")
     args = parser.parse_args()
+    overrides = {k: json.loads(v) for k, v in (item.split("=", 1) for item in args.set)}
     torch.set_num_threads(args.threads)
-    print(f"shapes-tiny, {args.threads} threads, target {args.target:.0%} zero-shot top-1 (720 held-out images)")
+    print(f"shapes-tiny {overrides or ''}, {args.threads} threads, target {args.target:.0%} zero-shot top-1 (720 held-out images)")
     print(f"{'seed':>4} {'steps to target':>16} {'seconds to target':>18} {'final top-1':>12} {'1000 steps, s':>14} {'pairs/s':>8}")
     for seed in args.seeds:
-        r = run(seed, args.every, args.target)
+        r = run(seed, args.every, args.target, overrides)
         steps, secs = r["hit"] if r["hit"] else ("never", float("nan"))
         print(f"{seed:>4} {steps:>16} {secs:>18.1f} {r['final']:>12.3f} {r['total_s']:>14.1f} {r['median_pairs_s']:>8.0f}")
         print("      curve: " + " ".join(f"{s}:{a:.2f}" for s, a in r["curve"][::2]))
