@@ -145,12 +145,9 @@ def seed_everything(seed: int) -> None:
 
 
 def precision(device: torch.device):
-    """(autocast context, dtype) for training on `device`.
-
-    bf16 where the GPU has bf16 units (compute capability >= 8.0: A100, H100, L4, RTX 30xx+); fp16 with a
-    GradScaler on older GPUs such as Colab's T4 (7.5), which would otherwise emulate bf16 slowly and has no bf16
-    convolution kernels; fp32 on the CPU (bf16 autocast measured 1.3x slower on a 2-core CPU).
-    """
+    """(autocast context, dtype) for training on `device`: bf16 where the GPU has bf16 units (compute capability
+    >= 8.0: A100, H100, L4); fp16 with a GradScaler on older GPUs such as Colab's T4 (7.5), which has no bf16
+    convolution kernels; fp32 on the CPU (bf16 autocast measured 1.3x slower on a 2-core CPU)."""
     if device.type == "cuda":
         dtype = torch.bfloat16 if torch.cuda.get_device_capability(device) >= (8, 0) else torch.float16
         return torch.autocast("cuda", dtype=dtype), dtype
@@ -203,7 +200,7 @@ def run_is_finished(cfg: TrainConfig, out) -> bool:
     return same and (out / MODEL_FILE).is_file() and bool(history) and history[-1].get("step") == cfg.steps
 
 
-def _prepare_run_dir(out: Path, resume: bool, overwrite: bool) -> None:
+def _prepare_run_dir(cfg: TrainConfig, out: Path, resume: bool, overwrite: bool) -> None:
     """Refuse to train over an existing run unless told to (--resume continues it, --overwrite replaces it)."""
     if resume and overwrite:
         raise ValueError("--resume continues the run in the folder and --overwrite replaces it: choose one")
@@ -211,6 +208,10 @@ def _prepare_run_dir(out: Path, resume: bool, overwrite: bool) -> None:
         if not (out / TRAIN_STATE_FILE).is_file():
             raise FileNotFoundError(f"--resume: {out} holds no checkpoint ({TRAIN_STATE_FILE} is missing); "
                                     "train without --resume to start a new run")
+        saved = read_run_record(out).get("preset")
+        if saved not in (None, cfg.preset):
+            raise ValueError(f"--resume: the run in {out} was trained with --preset {saved}, not {cfg.preset}; "
+                             f"resume it with --preset {saved}")
         sweep_temporary_files(out)
         return
     if out.is_dir() and any(out.iterdir()):
@@ -234,13 +235,6 @@ def _load_base(cfg: TrainConfig, model_cfg) -> tuple[MiniCLIP, Tokenizer]:
     return model, tokenizer
 
 
-def _check_same_recipe(cfg: TrainConfig, out: Path) -> None:
-    saved = read_run_record(out)
-    if saved.get("preset") not in (None, cfg.preset):
-        raise ValueError(f"--resume: the run in {out} was trained with --preset {saved['preset']}, "
-                         f"not {cfg.preset}; resume it with --preset {saved['preset']}")
-
-
 # ------------------------------------------------------------------------------------------------ the loop
 
 def train(cfg: TrainConfig | None = None, *, out=None, resume: bool = False, overwrite: bool = False,
@@ -260,9 +254,7 @@ def train(cfg: TrainConfig | None = None, *, out=None, resume: bool = False, ove
     device = _process_device(cfg.device, world)
     out, main_process = (Path(out) if out is not None else None), rank == 0
     if out is not None and main_process:
-        _prepare_run_dir(out, resume, overwrite)
-        if resume:
-            _check_same_recipe(cfg, out)
+        _prepare_run_dir(cfg, out, resume, overwrite)
     seed_everything(cfg.seed)
 
     model_cfg = cfg.model_config()
@@ -298,7 +290,7 @@ def train(cfg: TrainConfig | None = None, *, out=None, resume: bool = False, ove
             _checkpoint(out, model, tokenizer, optimizer, 0)
 
     autocast, dtype = precision(device)
-    scaler = torch.amp.GradScaler("cuda") if dtype == torch.float16 else None
+    scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)  # fp16 only: loss scaling
     n_local, lo = cfg.batch_size // world, rank * (cfg.batch_size // world)
     bar = tqdm(range(start, cfg.steps), initial=start, total=cfg.steps, desc="training",
                disable=not (progress and main_process))
@@ -343,19 +335,13 @@ def train(cfg: TrainConfig | None = None, *, out=None, resume: bool = False, ove
 
 
 def _optimizer_step(model, optimizer, loss, scaler, grad_clip: float) -> None:
-    """Backward, clip the gradient norm to grad_clip, step (through the fp16 GradScaler when there is one)."""
+    """Backward, clip the gradient norm to grad_clip, step (scaler: the fp16 GradScaler, a no-op when disabled)."""
     optimizer.zero_grad(set_to_none=True)
-    if scaler is None:
-        loss.backward()
-    else:
-        scaler.scale(loss).backward()
-        scaler.unscale_(optimizer)
+    scaler.scale(loss).backward()
+    scaler.unscale_(optimizer)
     torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
-    if scaler is None:
-        optimizer.step()
-    else:
-        scaler.step(optimizer)
-        scaler.update()
+    scaler.step(optimizer)
+    scaler.update()
     model.clamp_logit_scale()  # the temperature never goes below 1/100
 
 
