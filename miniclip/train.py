@@ -178,6 +178,12 @@ def _run_record(cfg: TrainConfig, world: int = 1) -> dict:
     return json.loads(to_json(dataclasses.asdict(cfg) | {"world_size": world}))
 
 
+def _same_recipe(out, cfg: TrainConfig) -> bool:
+    """Whether run.json in `out` records cfg; a field it lacks (added to TrainConfig later) counts as its default."""
+    saved, ours, defaults = read_run_record(out), _run_record(cfg), _run_record(TrainConfig())
+    return bool(saved) and set(saved) <= set(ours) and all(saved.get(k, defaults[k]) == v for k, v in ours.items())
+
+
 def read_run_record(out) -> dict:
     """run.json of a run folder as a dict ({} when there is none); invalid JSON is an error that names the file."""
     path = Path(out) / RUN_FILE
@@ -193,7 +199,7 @@ def run_is_finished(cfg: TrainConfig, out) -> bool:
     """Whether `out` holds a finished run of exactly `cfg`: same run.json, a model, a log that reached cfg.steps."""
     out = Path(out)
     try:
-        same = read_run_record(out) == _run_record(cfg)
+        same = _same_recipe(out, cfg)
         history = read_jsonl(out / METRICS_FILE)
     except (OSError, ValueError):
         return False
@@ -382,7 +388,7 @@ def load_or_train(cfg: TrainConfig, out, progress: bool = True, **train_kwargs) 
     if run_is_finished(cfg, out):
         model, tokenizer = load(out)
         return TrainResult(model=model, tokenizer=tokenizer, history=read_jsonl(out / METRICS_FILE), out=out)
-    resume = read_run_record(out) == _run_record(cfg) and (out / TRAIN_STATE_FILE).is_file()
+    resume = _same_recipe(out, cfg) and (out / TRAIN_STATE_FILE).is_file()
     if out.is_dir() and any(out.iterdir()) and not resume:
         print(f"replacing the run in {out}: it was trained with another recipe, or did not finish")
     return train(cfg, out=out, progress=progress, resume=resume, overwrite=not resume, **train_kwargs)

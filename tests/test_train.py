@@ -176,6 +176,19 @@ def test_load_or_train_reuses_a_finished_run(tmp_path):
     assert (tmp_path / "model.safetensors").stat().st_mtime_ns != stamp  # another recipe: trained again
 
 
+def test_a_run_recorded_before_a_new_trainconfig_field_still_counts_as_finished(tmp_path):
+    cfg = TrainConfig(**{**SMALL, "steps": 4})
+    load_or_train(cfg, tmp_path, eval_fn=no_eval, progress=False)
+    record = json.loads((tmp_path / "run.json").read_text())
+    del record["init_from"]  # as written by a version of miniclip without that field (at its default, "")
+    (tmp_path / "run.json").write_text(json.dumps(record))
+    stamp = (tmp_path / "model.safetensors").stat().st_mtime_ns
+    load_or_train(cfg, tmp_path, eval_fn=no_eval, progress=False)
+    assert (tmp_path / "model.safetensors").stat().st_mtime_ns == stamp  # loaded, not retrained
+    tuned = TrainConfig(**{**SMALL, "steps": 4, "init_from": str(tmp_path)})
+    assert not miniclip.train.run_is_finished(tuned, tmp_path)  # a field away from its default still counts
+
+
 def test_training_learns_the_shapes_world():
     """A step count, never a time: 150 steps of 128 pairs take the loss down and zero-shot well above chance."""
     result = train(TrainConfig.for_preset("shapes-tiny", steps=150, batch_size=128, num_images=4000, warmup_steps=20,
