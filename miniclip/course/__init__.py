@@ -11,6 +11,12 @@
     demo.py               `miniclip demo`: train, evaluate and draw the shapes-tiny model
     claims.py             claim(holds, text): a lesson's sentence checked against its own numbers (`make claims`)
     predictions.py        ask() and reveal(): predict an outcome, then measure it
+    lesson_plots.py       figures of single lessons: the temperature sweep (3), prompt styles (5)
+    alt_text.py           the shapes world with alt-text captions, for prompt engineering (5)
+    objectives.py         bag-of-words and captioning objectives, the predictive rivals of CLIP's (9)
+    objective_runs.py     training the three objectives alike and reading their zero-shot curves (9)
+    maps.py               attention and occlusion maps on the patch grid (9)
+    scaling.py            FLOPs per pair and the power-law fit of a scaling sweep (9)
     standins.py           offline stand-ins in the real formats: COCO, Karpathy, Hub parquet, CIFAR-10, a tiny CLIP
     setup.py              the repository URL of the badges and setup cells (`python -m miniclip.course.setup set-url`)
 
