@@ -99,7 +99,26 @@ def test_image_search_app(tiny):
     assert app.indices.tolist() != first.tolist() or app.indices.shape != first.shape
     app.query_box.value = "   "
     app.update()
-    assert app.indices is None and app.error
+    assert app.indices is None and app.error and app.results.children == ()
+
+
+def test_image_search_app_shows_ten_results_as_wrapping_tiles(tiny):
+    model, tokenizer, images, labels = tiny
+    labels = [f"<b>{name}</b>" for name in labels]  # a label is text, never markup
+    app = ImageSearchApp(model, tokenizer, images, query="a red circle", k=10, labels=labels)
+    tiles = app.results.children
+    assert len(tiles) == 10 and all("miniclip-result" in t._dom_classes for t in tiles)
+    assert app.results.layout.flex_flow == "row wrap"  # as many to a row as fit: k = 10 never overflows
+    for rank, (tile, i, s) in enumerate(zip(tiles, app.indices.tolist(), app.scores.tolist()), start=1):
+        picture, text = tile.children
+        assert picture.value[:8] == b"\x89PNG\r\n\x1a\n"
+        assert f"#{rank}</b> cosine {s:.3f}" in text.value and f"image {i}<br>" in text.value
+        assert f"&lt;b&gt;{labels[i][3:-4]}&lt;/b&gt;" in text.value
+    app.k_slider.value = 2
+    app.update()
+    assert len(app.results.children) == 2
+    with pytest.raises(ValueError, match="labels"):
+        ImageSearchApp(model, tokenizer, images, labels=labels[:3])
 
 
 def test_prompt_app_with_a_transformers_clip(tiny, tmp_path):

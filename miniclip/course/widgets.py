@@ -4,7 +4,7 @@
     app            # in a notebook cell: class names, templates, an image picker and a bar chart of probabilities
 
     search = ImageSearchApp(model, tokenizer, images)
-    search         # a text box and the best-matching images, with their cosine similarities
+    search         # a text box and the best-matching images as wrapping tiles, with their cosine similarities
 
 Widget callbacks fire only in a live notebook. Everything a callback does is an ordinary method, so a script,
 a test or a headless notebook run drives the app by setting values and calling the handler itself:
@@ -19,6 +19,7 @@ miniclip.hf.from_transformers (images are resized to its input size; pass `prepr
 """
 from __future__ import annotations
 
+import html
 import io
 
 import ipywidgets as widgets
@@ -28,11 +29,12 @@ import torch
 from IPython.display import display
 from PIL import Image
 
-from miniclip.course.figures import plot_probabilities, plot_retrieval
+from miniclip.course.figures import plot_probabilities
 from miniclip.encode import encode_images, encode_texts
 from miniclip.zeroshot import SIMPLE_TEMPLATE, zeroshot_classifier, zeroshot_logits
 
 THUMBNAIL = 160  # pixels: the image picker shows images at about this size
+RESULT_SIZE = 128  # pixels: each search result (32 px images 4x, 64 px images 2x, larger ones scaled down)
 
 
 def parse_classnames(text: str) -> list[str]:
@@ -196,15 +198,20 @@ class ImageSearchApp(_App):
     """Type a description; see the k images whose embeddings are closest to it, with their cosine similarities.
 
     Image features are computed once, here; each query costs one pass of the text tower.
-    images: uint8 [N, S, S, 3]; preprocess as for PromptClassifierApp.
+    images: uint8 [N, S, S, 3]; preprocess as for PromptClassifierApp. labels: optional N strings shown under each
+        result (e.g. an image's first caption), so that a student can judge the results without squinting.
+    The results are tiles of RESULT_SIZE pixels in a row that wraps, so k = 10 stays readable at any width.
     After update(): query, indices (LongTensor [k], best first), scores (cosines [k]).
     """
 
-    def __init__(self, model, tokenizer, images, query: str = "a red circle", k: int = 5, preprocess=None,
-                 batch_size: int = 256):
+    def __init__(self, model, tokenizer, images, query: str = "a red circle", k: int = 5, labels=None,
+                 preprocess=None, batch_size: int = 256):
         self.model, self.tokenizer, self.images, self.preprocess = model.eval(), tokenizer, images, preprocess
+        self.labels = labels
         if len(images) == 0:
             raise ValueError("ImageSearchApp needs at least one image")
+        if labels is not None and len(labels) != len(images):
+            raise ValueError(f"ImageSearchApp: {len(images)} images but {len(labels)} labels (one per image, or None)")
         if preprocess is None:
             self.image_features = encode_images(model, images, batch_size=batch_size)  # [N, D], unit length
         else:
@@ -216,11 +223,12 @@ class ImageSearchApp(_App):
         self.k_slider = widgets.IntSlider(value=min(k, len(images)), min=1, max=min(10, len(images)),
                                           description="results", continuous_update=False)
         self.status = widgets.HTML()
-        self.output = widgets.Output()
+        # A flex row that wraps: as many tiles to a row as the notebook's width holds, never a horizontal scroll.
+        self.results = widgets.Box(layout=widgets.Layout(display="flex", flex_flow="row wrap", width="100%"))
         for part, name in [(self.query_box, "query"), (self.k_slider, "k"), (self.status, "status"),
-                           (self.output, "results")]:
+                           (self.results, "results")]:
             part.add_class(f"miniclip-{name}")
-        self.widget = widgets.VBox([widgets.HBox([self.query_box, self.k_slider]), self.output, self.status])
+        self.widget = widgets.VBox([widgets.HBox([self.query_box, self.k_slider]), self.results, self.status])
         self.widget.add_class("miniclip-search-app")
         self.query, self.indices, self.scores, self.error = None, None, None, None
         self.query_box.observe(lambda change: self.update(), names="value")
@@ -235,17 +243,29 @@ class ImageSearchApp(_App):
         scores, indices = cosines.topk(k)
         return indices, scores
 
+    def _tile(self, rank: int, index: int, score: float) -> widgets.VBox:
+        """One result: the image, its rank and cosine, its index and (if given) its label."""
+        size = f"{RESULT_SIZE}px"
+        picture = widgets.Image(value=png_bytes(self.images[index], RESULT_SIZE), format="png",
+                                layout=widgets.Layout(width=size, height=size, object_fit="contain"))
+        label = f"<br><i>{html.escape(str(self.labels[index]))}</i>" if self.labels is not None else ""
+        text = widgets.HTML(f"<div style='text-align:center; font-size:12px; line-height:1.25'><b>#{rank}</b> "
+                            f"cosine {score:.3f}<br>image {index}{label}</div>", layout=widgets.Layout(width=size))
+        tile = widgets.VBox([picture, text], layout=widgets.Layout(width=size, margin="0 10px 10px 0"))
+        tile.add_class("miniclip-result")
+        return tile
+
     def update(self) -> None:
         """Run the query in the text box and redraw the results (the handler of every control)."""
         query = self.query_box.value.strip()
         if not query:
             self.error, self.indices, self.scores = "type a description to search for", None, None
             self.status.value = self.error
-            self.output.clear_output()
+            self.results.children = ()
             return
         self.error, self.query = None, query
         self.indices, self.scores = self.search(query)
         self.status.value = f"best match: image {int(self.indices[0])} (cosine {float(self.scores[0]):.3f}) " \
                             f"of {len(self.images)}"
-        fig = plot_retrieval(query, self.images[self.indices.numpy()], self.scores)
-        _show_figure(self.output, fig)
+        self.results.children = tuple(self._tile(rank, int(i), float(s))
+                                      for rank, (i, s) in enumerate(zip(self.indices, self.scores), start=1))
