@@ -1,8 +1,6 @@
-"""The `miniclip` program (also `python -m miniclip`): the library's commands plus `probe`, `demo`, `standins`.
-
-This is the entry point, above the three layers: miniclip.cli holds the library's commands (prepare, train,
-eval, export-hf); `probe` comes from the probes, `demo` and `standins` from the course, so they are added here,
-where every layer may be imported.
+"""The `miniclip` program (also `python -m miniclip`): the library's commands (miniclip.cli) plus `probe` from the
+probes and `demo` and `standins` from the course, added here, above the three layers, where every layer may be
+imported.
 """
 from __future__ import annotations
 

@@ -2,18 +2,14 @@
 
 A saved model is three plain files, what `miniclip.load` reads:
 
-    model.safetensors   the weights (safetensors holds only tensors: loading one someone sent you runs no code,
-                        as unpickling a .pt file can)
+    model.safetensors   the weights (only tensors: loading one runs no code, as unpickling a .pt file can)
     config.json         the CLIPConfig
     tokenizer.json      the BPE tokenizer
 
 A training run adds train_state.safetensors (the weights again, the optimiser's moments and the step, in ONE
 file, so that `--resume` can never mix the weights of one step with the optimiser state of another) and
-metrics.jsonl (one JSON object a line, appended as training goes).
-
-Atomic writes: every file is written to a temporary file beside it, flushed to disk, then renamed over the
-target. A rename within one file system is atomic, so an interrupted run (Ctrl-C, a killed Colab) leaves the
-old file or the new one, never half of one.
+metrics.jsonl (one JSON object a line). Every file is written to a temporary file and renamed over the target:
+an interrupted run (Ctrl-C, a killed Colab) leaves the old file or the new one, never half of one.
 """
 from __future__ import annotations
 
@@ -40,18 +36,11 @@ TMP_SUFFIX = ".tmp"  # temporary files are ".<name>.<random>.tmp" beside their t
 
 # ---------------------------------------------------------------------------------------------------- atomic writes
 
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
 @contextlib.contextmanager
 def atomic_path(path):
-    """Yield a temporary path beside `path`; on success it is renamed to `path`, on error removed.
-
-    The file gets the mode any new file gets (0666 less the umask), not mkstemp's private 0600.
-    """
+    """Yield a temporary path beside `path`; on success it is flushed to disk and renamed to `path` (a rename
+    within one file system is atomic), on error removed. The file gets the mode any new file gets (0666 less the
+    umask), not mkstemp's private 0600."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TMP_SUFFIX, dir=path.parent)
@@ -60,7 +49,9 @@ def atomic_path(path):
         yield Path(tmp)
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
-        os.chmod(tmp, 0o666 & ~_umask())
+        umask = os.umask(0)  # the umask can only be read by setting it: set it back at once
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
@@ -110,11 +101,8 @@ def sweep_temporary_files(directory) -> list[Path]:
 # ---------------------------------------------------------------------------------------------------- JSON lines
 
 def read_jsonl(path) -> list[dict]:
-    """The rows of a JSON-lines file such as a run's metrics.jsonl ([] when the file does not exist).
-
-    A torn last line (the process was killed while writing it) is dropped with a warning; a bad line anywhere
-    else is an error that names the file and the line.
-    """
+    """The rows of a JSON-lines file such as a run's metrics.jsonl ([] when the file does not exist). A torn last
+    line (killed while writing it) is dropped with a warning; a bad line elsewhere is an error naming it."""
     path = Path(path)
     if not path.is_file():
         return []
@@ -185,17 +173,6 @@ def save(model: MiniCLIP, tokenizer: Tokenizer | None, directory, step: int | No
     return directory
 
 
-def load_config(directory) -> CLIPConfig:
-    """The CLIPConfig of a saved model; a missing or invalid config.json is one error that names it."""
-    path = Path(directory) / CONFIG_FILE
-    if not path.is_file():
-        raise FileNotFoundError(f"{path} not found: is {directory} a miniclip checkpoint (miniclip.save)?")
-    try:
-        return CLIPConfig.from_dict(json.loads(path.read_text()))
-    except (json.JSONDecodeError, UnicodeDecodeError, TypeError, ValueError) as e:
-        raise ValueError(f"{path}: not a valid miniclip config ({e})") from e
-
-
 def load_tokenizer(path) -> Tokenizer:
     """A saved tokenizer.json; a damaged file is one error that names it."""
     try:
@@ -206,35 +183,41 @@ def load_tokenizer(path) -> Tokenizer:
         raise ValueError(f"{path} is not a readable tokenizer ({e}); restore it, or train again") from e
 
 
+def check_tokenizer(tokenizer, config: CLIPConfig, where: str) -> None:
+    """ValueError (naming `where`) unless the tokenizer fits the model: ids below vocab_size, end id eot_token_id."""
+    if tokenizer.vocab_size > config.vocab_size:
+        raise ValueError(f"{where}: the tokenizer has {tokenizer.vocab_size} tokens but the model's vocab_size is "
+                         f"{config.vocab_size}: the tokenizer and the model are from different runs")
+    if tokenizer.end_id != config.eot_token_id:
+        raise ValueError(f"{where}: the tokenizer's end token is id {tokenizer.end_id}, but the model reads its "
+                         f"features at id {config.eot_token_id}: the tokenizer and the model are from different runs")
+
+
 def load(directory, map_location: str = "cpu") -> tuple[MiniCLIP, Tokenizer | None]:
     """Read a directory written by `save` -> (model in eval mode, tokenizer or None if there is none)."""
     directory = Path(directory)
-    if not (directory / MODEL_FILE).is_file():
-        raise FileNotFoundError(f"{directory / MODEL_FILE} not found: is {directory} a miniclip checkpoint (miniclip.save)?")
-    config = load_config(directory)
+    config_path, model_path, tokenizer_path = (directory / f for f in (CONFIG_FILE, MODEL_FILE, TOKENIZER_FILE))
+    for path in (model_path, config_path):
+        if not path.is_file():
+            raise FileNotFoundError(f"{path} not found: is {directory} a miniclip checkpoint (miniclip.save)?")
+    try:
+        config = CLIPConfig.from_dict(json.loads(config_path.read_text()))
+    except (json.JSONDecodeError, UnicodeDecodeError, TypeError, ValueError) as e:
+        raise ValueError(f"{config_path}: not a valid miniclip config ({e})") from e
     model = MiniCLIP(config)
-    state, _ = load_tensors(directory / MODEL_FILE, device=map_location)
-    load_state_dict_checked(model, state, str(directory / MODEL_FILE))
-    tokenizer = load_tokenizer(directory / TOKENIZER_FILE) if (directory / TOKENIZER_FILE).is_file() else None
+    state, _ = load_tensors(model_path, device=map_location)
+    load_state_dict_checked(model, state, str(model_path))
+    tokenizer = load_tokenizer(tokenizer_path) if tokenizer_path.is_file() else None
     if tokenizer is not None:
-        if tokenizer.vocab_size > config.vocab_size:
-            raise ValueError(f"{directory / TOKENIZER_FILE} has {tokenizer.vocab_size} tokens but the model's "
-                             f"vocab_size is {config.vocab_size}: the two files are from different runs")
-        if tokenizer.end_id != config.eot_token_id:
-            raise ValueError(f"{directory / TOKENIZER_FILE}: its end token is id {tokenizer.end_id}, but "
-                             f"{directory / CONFIG_FILE} reads features at id {config.eot_token_id}: the two files "
-                             "are from different runs")
+        check_tokenizer(tokenizer, config, str(tokenizer_path))
     return model.to(map_location).eval(), tokenizer
 
 
 # ---------------------------------------------------------------------------------------------------- train state
 
 def save_train_state(model: torch.nn.Module, optimizer: torch.optim.Optimizer, step: int, path) -> None:
-    """The weights, the optimiser's moments and the step in one safetensors file (one atomic rename).
-
-    Tensors: "model.<name>" for the weights, "optimizer.<param index>.<name>" for the moments; the step and the
-    optimiser's hyper-parameters go in the metadata (JSON).
-    """
+    """The weights, the optimiser's moments and the step in one safetensors file (one atomic rename): tensors
+    "model.<name>" and "optimizer.<param index>.<name>"; the step and the hyper-parameters in the metadata (JSON)."""
     state = optimizer.state_dict()
     tensors = {f"model.{k}": v for k, v in model.state_dict().items()}
     tensors |= {f"optimizer.{i}.{k}": v for i, s in state["state"].items() for k, v in s.items() if torch.is_tensor(v)}

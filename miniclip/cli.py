@@ -7,13 +7,10 @@
     miniclip probe runs/tiny --json    the failure-mode probes (the paper's limitations) as numbers
     miniclip demo --out runs/demo      train, evaluate and draw the figures, in about a minute on a CPU
 
-Each command is a thin wrapper over a function of the package, so a notebook can call the same thing. This
-module holds the library's commands; `probe` and `demo` belong to the layers above and are added by
-miniclip/__main__.py, the program's entry point.
-
-Errors: a mistake of the user (a bad flag, a missing or damaged file, a folder that would be overwritten) prints
-one line that names the flag or file and what to do, and exits with status 2. `--debug` (or MINICLIP_DEBUG=1)
-shows the Python traceback instead.
+Each command is a thin wrapper over a function of the package, so a notebook can call the same thing (`probe`
+and `demo` belong to the layers above: miniclip/__main__.py adds them). A mistake of the user (a bad flag, a
+missing or damaged file, a folder that would be overwritten) prints one line that names the flag or file and
+what to do, and exits with status 2; `--debug` (or MINICLIP_DEBUG=1) shows the Python traceback instead.
 """
 from __future__ import annotations
 

@@ -3,9 +3,8 @@
     image_features = encode_images(model, data.images)              # [N, D], unit length
     text_features = encode_texts(model, tokenizer, data.captions)   # [C, D], unit length
 
-Images may be uint8 [N, S, S, 3] (numpy, memmap or tensor: normalised with miniclip.data.normalise one batch at a
-time) or float [N, 3, H, W] tensors that are already normalised. Either is resized to the model's image size when
-it differs. Retrieval, zero-shot classification and the probes all start here.
+Images are uint8 [N, S, S, 3] (numpy, memmap or tensor) or normalised float tensors [N, 3, H, W], resized to the
+model's image size when it differs. Retrieval, zero-shot classification and the probes all start here.
 """
 from __future__ import annotations
 
@@ -19,10 +18,6 @@ from tqdm.auto import tqdm
 from miniclip.data import normalise
 
 PROGRESS_MIN_BATCHES = 10  # show a progress bar only for more batches than this
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# Helpers: images to model inputs, devices, eval mode
 
 
 def model_device(model: torch.nn.Module) -> torch.device:
@@ -44,13 +39,12 @@ def eval_mode(model: torch.nn.Module):
 def prepare_images(images, image_size: int, device=None, dtype=torch.float32) -> torch.Tensor:
     """A batch of images -> normalised float tensor [B, 3, image_size, image_size] on `device`.
 
-    images: uint8 [B, S, S, 3] (numpy array, memmap or tensor; scaled to 0-1 and normalised with CLIP_MEAN and
-            CLIP_STD) or a float tensor [B, 3, H, W] taken as already normalised. Resized (bilinear) when
-            S or H differs from image_size; resizing is linear, so normalising before or after is the same.
+    images: uint8 [B, S, S, 3] (numpy array, memmap or tensor; normalised by miniclip.data.normalise) or a float
+    tensor [B, 3, H, W] taken as already normalised. Resized (bilinear) when S or H differs from image_size.
     """
     if isinstance(images, np.ndarray):
         if images.dtype != np.uint8:
-            raise TypeError(f"numpy images must be uint8 [B, S, S, 3], got {images.dtype}; pass floats as a torch tensor")
+            raise TypeError(f"numpy images must be uint8 [B, S, S, 3], got {images.dtype}; pass floats as a tensor")
     elif not isinstance(images, torch.Tensor) or images.ndim != 4:
         raise ValueError("images must be uint8 [B, S, S, 3] or a normalised float tensor [B, 3, H, W]")
     if isinstance(images, np.ndarray) or images.dtype == torch.uint8:
@@ -61,7 +55,8 @@ def prepare_images(images, image_size: int, device=None, dtype=torch.float32) ->
         x = images.to(device=device, dtype=dtype)
     if x.shape[-2:] != (image_size, image_size):
         downsampling = x.shape[-1] > image_size or x.shape[-2] > image_size
-        x = F.interpolate(x, size=(image_size, image_size), mode="bilinear", align_corners=False, antialias=downsampling)
+        x = F.interpolate(x, size=(image_size, image_size), mode="bilinear", align_corners=False,
+                          antialias=downsampling)
     return x
 
 
@@ -71,16 +66,10 @@ def _batches(n: int, batch_size: int, desc: str):
     return tqdm(starts, desc=desc, leave=False) if len(starts) > PROGRESS_MIN_BATCHES else starts
 
 
-# ----------------------------------------------------------------------------------------------------------------
-# Encoding
-
-
 @torch.no_grad()
 def encode_images(model, images, batch_size: int = 256, device=None) -> torch.Tensor:
-    """images (uint8 [N, S, S, 3] or normalised float [N, 3, H, W]) -> unit-length features [N, D] on `device`.
-
-    device: where to compute (default: the model's device; the model is moved there if needed).
-    """
+    """images (uint8 [N, S, S, 3] or normalised float [N, 3, H, W]) -> unit-length features [N, D] on `device`
+    (default: the model's device; the model is moved there if needed)."""
     device = torch.device(device) if device is not None else model_device(model)
     model.to(device)
     dtype = next(model.parameters()).dtype

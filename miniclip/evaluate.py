@@ -26,11 +26,8 @@ MIN_EVAL_IMAGES = 100  # an evaluation on fewer held-out images warns: one image
 
 
 def _ranks(scores: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """scores [B, M], target int64 [B] -> the 0-based rank of each row's target column, best score first.
-
-    Ties are broken by column index (a lower index ranks first), so equal scores give the same answer on every
-    run and every device: rank = #(scores > s) + #(scores == s among earlier columns).
-    """
+    """scores [B, M], target int64 [B] -> the 0-based rank of each row's target column, best score first. Ties go
+    to the lower column, the same on every device: rank = #(scores > s) + #(scores == s among earlier columns)."""
     s = scores.gather(1, target[:, None])  # [B, 1], the target's own score
     columns = torch.arange(scores.shape[1], device=scores.device)
     ahead = (scores > s) | ((scores == s) & (columns[None, :] < target[:, None]))
@@ -39,13 +36,12 @@ def _ranks(scores: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 
 @torch.no_grad()
 def retrieval_metrics(similarity, caption_image, ks=(1, 5, 10), chunk: int = 1024) -> dict:
-    """Recall@k in both directions (the COCO 5k protocol), in percent (0-100).
+    """Recall@k in both directions (the COCO 5k protocol), in percent: {"i2t_r1", ..., "t2i_r10"}, a pair per k.
 
     similarity:    [N_img, C], image-caption scores (cosines or logits), a tensor or numpy array
     caption_image: int64 [C], the image index of each caption (several captions may share one image)
     Image -> text: a hit when ANY of the image's captions is among the top k captions (images without captions
     are skipped). Text -> image: a hit when the caption's own image is among the top k images.
-    Returns {"i2t_r1", "i2t_r5", "i2t_r10", "t2i_r1", "t2i_r5", "t2i_r10"} (one pair of keys per k).
     """
     sim = torch.as_tensor(similarity)
     if not torch.isfinite(sim).all():  # NaN compares false with everything: it would rank first, a perfect recall
@@ -54,7 +50,7 @@ def retrieval_metrics(similarity, caption_image, ks=(1, 5, 10), chunk: int = 102
     caption_image = torch.as_tensor(np.asarray(caption_image), dtype=torch.long, device=sim.device)
     n_img, n_cap = sim.shape
     if caption_image.shape != (n_cap,):
-        raise ValueError(f"caption_image must have one entry per caption ({n_cap}), got shape {list(caption_image.shape)}")
+        raise ValueError(f"caption_image must have one entry per caption ({n_cap}), got {list(caption_image.shape)}")
     if n_cap and (caption_image.min() < 0 or caption_image.max() >= n_img):
         raise ValueError(f"caption_image holds image indices outside 0..{n_img - 1}")
 
@@ -83,13 +79,10 @@ def retrieval_metrics(similarity, caption_image, ks=(1, 5, 10), chunk: int = 102
 
 
 def evaluate_retrieval(model, tokenizer, data: PairedData, batch_size: int = 256, device=None, ks=(1, 5, 10)) -> dict:
-    """Encode all images and captions of `data` and return retrieval_metrics (percent) plus the counts.
-
-    Returns {"i2t_r1", ..., "t2i_r10", "num_images", "num_captions"}. The similarity matrix is
-    [num_images, num_captions] floats: 0.5 GB for COCO 5k (5,000 x 25,010).
-    """
+    """retrieval_metrics (percent) of all images and captions of `data`, plus "num_images" and "num_captions".
+    The similarity matrix is [num_images, num_captions] floats: 0.5 GB for COCO 5k (5,000 x 25,010)."""
     image_features = encode_images(model, data.images, batch_size=batch_size, device=device)  # [N, D]
-    text_features = encode_texts(model, tokenizer, data.captions, batch_size=max(batch_size, 1024), device=device)  # [C, D]
+    text_features = encode_texts(model, tokenizer, data.captions, max(batch_size, 1024), device)  # [C, D]
     metrics = retrieval_metrics(image_features @ text_features.t(), data.caption_image, ks=ks)
     metrics.update(num_images=data.num_images, num_captions=len(data.captions))
     return metrics
@@ -105,8 +98,7 @@ def contrastive_loss(image_features: torch.Tensor, text_features: torch.Tensor, 
     """The CLIP loss (nats) on held-out pairs: each image with its first caption, in batches of batch_size pairs.
 
     image_features [N, D] and text_features [C, D] unit length, caption_image int64 [C]. The loss grows with the
-    batch size (ln(batch) for a guessing model), so compare it only at equal batch sizes. A batch is consecutive
-    images with one caption each, so two captions of one image never meet in a batch.
+    batch size (ln(batch) for a guessing model): compare it only at equal batch sizes.
     """
     caption_image = torch.as_tensor(np.asarray(caption_image), dtype=torch.long)
     first = torch.full((len(image_features),), -1, dtype=torch.long)

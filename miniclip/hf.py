@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 import transformers
 
-from miniclip.checkpoint import load_state_dict_checked
+from miniclip.checkpoint import check_tokenizer, load_state_dict_checked
 from miniclip.config import CLIPConfig
 from miniclip.data import CLIP_MEAN, CLIP_STD
 from miniclip.model import MiniCLIP
@@ -102,12 +102,8 @@ def clip_image_processor(image_size: int, mean=CLIP_MEAN, std=CLIP_STD) -> trans
 # ----------------------------------------------------------------------------- text
 
 class TransformersTokenizer:
-    """A transformers tokenizer behind miniclip.Tokenizer's interface, for models made by `from_transformers`.
-
-    encode(list of B strings) -> LongTensor [B, context_length]; decode, context_length, vocab_size, pad_id,
-    start_id, end_id as in miniclip.Tokenizer. image_transform(PIL images) -> the model's pixels [B, 3, S, S],
-    by the model's transformers image processor.
-    """
+    """A transformers tokenizer behind miniclip.Tokenizer's interface, for models made by `from_transformers`,
+    plus image_transform: PIL images -> the model's pixels [B, 3, S, S] by its transformers image processor."""
 
     def __init__(self, hf_tokenizer, context_length: int, image_processor):
         self.hf, self.context_length, self.image_processor = hf_tokenizer, context_length, image_processor
@@ -117,6 +113,7 @@ class TransformersTokenizer:
 
     @property
     def vocab_size(self) -> int:
+        """The number of token ids."""
         return len(self.hf)
 
     def encode(self, texts: list[str] | str) -> torch.Tensor:
@@ -160,11 +157,9 @@ def _transformers_tokenizer(tokenizer, context_length: int):
 def transformers_config(cfg: CLIPConfig, logit_scale: float | None = None, pad_id: int = 0, start_id: int = 2):
     """The transformers.CLIPConfig of a MiniCLIP config (raises ValueError for what transformers cannot express)."""
     if cfg.stem_channels:
-        raise ValueError(
-            f"this model has a convolutional stem (stem_channels={cfg.stem_channels}), which transformers.CLIPModel "
-            "has no equivalent of: only plain patch-embedding CLIPs export. Train a preset without a stem "
-            "(e.g. CLIPConfig.preset('coco-small'), or any preset with stem_channels=()) to export it."
-        )
+        raise ValueError(f"this model has a convolutional stem (stem_channels={cfg.stem_channels}), which "
+                         "transformers.CLIPModel has no equivalent of: train a preset without a stem (e.g. "
+                         "coco-small, or any with stem_channels=()) to export it")
     if cfg.eot_token_id == 2:
         raise ValueError("eot_token_id 2 cannot be exported: transformers reads eos_token_id == 2 as "
                          "'pool at the highest token id' (a legacy of OpenAI's tokenizer)")
@@ -185,19 +180,14 @@ def to_transformers(model: MiniCLIP, tokenizer: Tokenizer | TransformersTokenize
                     overwrite: bool = False) -> Path:
     """Write `model` and its tokenizer as a transformers CLIP directory; returns its path.
 
-    out_dir gets config.json and model.safetensors (transformers.CLIPModel), the image processor
-    (clip_image_processor) and, given a tokenizer, the tokenizer (the context length as model_max_length), so that
-    AutoProcessor and pipeline("zero-shot-image-classification") load it. An out_dir that holds anything is
-    refused (FileExistsError) unless overwrite=True, which replaces what it holds. A model with a convolutional
-    stem (stem_channels) has no transformers equivalent: ValueError, before anything is written.
+    out_dir gets config.json and model.safetensors (transformers.CLIPModel), the image processor and, given a
+    tokenizer, the tokenizer, so that AutoProcessor and pipeline("zero-shot-image-classification") load it. An
+    out_dir that holds anything is refused (FileExistsError) unless overwrite=True, which replaces it. A model
+    with a convolutional stem has no transformers equivalent: ValueError, before anything is written.
     """
     cfg, out_dir = model.config, Path(out_dir)
-    if tokenizer is not None and tokenizer.end_id != cfg.eot_token_id:
-        raise ValueError(f"the tokenizer's end id ({tokenizer.end_id}) is not the model's eot_token_id "
-                         f"({cfg.eot_token_id})")
-    if tokenizer is not None and tokenizer.vocab_size > cfg.vocab_size:
-        raise ValueError(f"the tokenizer has {tokenizer.vocab_size} tokens but the model's vocab_size is "
-                         f"{cfg.vocab_size}")
+    if tokenizer is not None:
+        check_tokenizer(tokenizer, cfg, "to_transformers")
     logit_scale = min(max(model.logit_scale.item(), 0.0), cfg.max_logit_scale)
     ids = dict(pad_id=tokenizer.pad_id, start_id=tokenizer.start_id) if tokenizer is not None else {}
     hf_model = transformers.CLIPModel(transformers_config(cfg, logit_scale, **ids))
@@ -261,10 +251,9 @@ def from_transformers(source, tokenizer=None) -> tuple[MiniCLIP, TransformersTok
     """A transformers CLIP -> (MiniCLIP in eval mode, TransformersTokenizer or None).
 
     source: a Hub name ("openai/clip-vit-base-patch32"), a local directory (e.g. written by `to_transformers`),
-    or a transformers.CLIPModel already built. A name or directory brings its tokenizer and image preprocessing;
-    for a built model pass its transformers tokenizer as `tokenizer` (without one, None is returned in its place).
-    The returned tokenizer's `image_transform` turns PIL images into the model's pixels with the source's own
-    image processor (a built model's: clip_image_processor at the model's image size).
+    or a transformers.CLIPModel already built. A name or directory brings its tokenizer and image processor;
+    for a built model pass its transformers tokenizer as `tokenizer` (without one, None is returned in its place)
+    and its images are prepared by clip_image_processor.
     """
     if isinstance(source, transformers.CLIPModel):
         hf_model, image_processor = source, None

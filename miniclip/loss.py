@@ -11,7 +11,8 @@ import torch.distributed as dist
 import torch.nn.functional as F
 
 
-def clip_loss(logits_per_image: torch.Tensor, logits_per_text: torch.Tensor | None = None, offset: int = 0) -> torch.Tensor:
+def clip_loss(logits_per_image: torch.Tensor, logits_per_text: torch.Tensor | None = None,
+              offset: int = 0) -> torch.Tensor:
     """Symmetric cross-entropy, the mean of the image->text and text->image losses (a scalar, in nats).
 
     logits_per_image: [n, N] or [n, N + M]: n images against N captions, optionally followed by M extra
@@ -29,11 +30,9 @@ def clip_loss(logits_per_image: torch.Tensor, logits_per_text: torch.Tensor | No
 
 
 def gather_features(features: torch.Tensor) -> torch.Tensor:
-    """[n, D] on each rank -> [world * n, D], the features of every rank, with gradients flowing back to each.
-
-    More negatives make a harder, better task: with 8 GPUs of 256 pairs each, every image is compared with
-    2048 captions instead of 256. Outside torch.distributed this returns `features` unchanged.
-    """
+    """[n, D] on each rank -> [world * n, D], the features of every rank, with gradients flowing back to each
+    (outside torch.distributed: `features` unchanged). More negatives make a harder, better task: with 8 GPUs of
+    256 pairs each, every image is compared with 2048 captions instead of 256."""
     if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
         return features
     from torch.distributed.nn.functional import all_gather  # an all_gather whose backward sends gradients home
@@ -59,7 +58,8 @@ def distributed_clip_loss(image_features: torch.Tensor, text_features: torch.Ten
     return clip_loss(logits_per_image, logits_per_text, offset=rank * image_features.shape[0])
 
 
-def siglip_loss(cosines: torch.Tensor, inverse_temperature: torch.Tensor | float, bias: torch.Tensor | float) -> torch.Tensor:
+def siglip_loss(cosines: torch.Tensor, inverse_temperature: torch.Tensor | float,
+                bias: torch.Tensor | float) -> torch.Tensor:
     """SigLIP's pairwise sigmoid loss (Zhai et al., 2023), a scalar in nats per image.
 
     cosines: [N, N], image i (row) against text j (column); the matching pairs are on the diagonal.
@@ -67,6 +67,6 @@ def siglip_loss(cosines: torch.Tensor, inverse_temperature: torch.Tensor | float
     and -1 elsewhere, loss -log sigmoid(label * z), summed over each image's N texts and averaged over the N
     images. No softmax over the batch, so no rank needs every other rank's features for the normaliser.
     """
-    labels = 2 * torch.eye(cosines.shape[0], device=cosines.device, dtype=cosines.dtype) - 1  # [N, N]: +1 diagonal, -1 off
+    labels = 2 * torch.eye(len(cosines), device=cosines.device, dtype=cosines.dtype) - 1  # [N, N]: +1 diagonal, -1 off
     logits = inverse_temperature * cosines + bias  # [N, N]
     return -F.logsigmoid(labels * logits).sum(dim=1).mean()

@@ -152,9 +152,8 @@ class TextTransformer(nn.Module):
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
         """tokens [B, T], T <= context_length -> features [B, embed_dim]."""
         if tokens.ndim != 2 or tokens.shape[1] > self.context_length:
-            raise ValueError(
-                f"expected tokens of shape [batch, <= {self.context_length}] (the context length), got {list(tokens.shape)}"
-            )
+            raise ValueError(f"expected tokens of shape [batch, <= {self.context_length}] (the context length), "
+                             f"got {list(tokens.shape)}")
         x = self.token_embedding(tokens) + self.positional_embedding[: tokens.shape[1]]  # [B, T, width]
         eot = (tokens == self.eot_token_id).int().argmax(dim=-1)  # [B]: the first end token of each row
         x = read_token(self.blocks, x, eot)  # [B, width]: the blocks' output at the end token
@@ -216,7 +215,7 @@ class MiniCLIP(nn.Module):
         """images [B_img, 3, H, W], tokens [B_txt, T] -> (logits_per_image [B_img, B_txt], its transpose)."""
         image_features = F.normalize(self.encode_image(images), dim=-1)  # [B_img, D], unit length
         text_features = F.normalize(self.encode_text(tokens), dim=-1)  # [B_txt, D], unit length
-        logits_per_image = self.inverse_temperature() * image_features @ text_features.t()  # [B_img, B_txt]: scaled cosines
+        logits_per_image = self.inverse_temperature() * image_features @ text_features.t()  # [B_img, B_txt]
         return logits_per_image, logits_per_image.t()
 
     def num_parameters(self) -> int:

@@ -20,9 +20,8 @@ from tokenizers import Tokenizer as HFTokenizer
 from tokenizers import decoders, models, normalizers, pre_tokenizers, processors, trainers
 
 PAD, UNK, START, END = "<|pad|>", "<|unk|>", "<|startoftext|>", "<|endoftext|>"
-SPECIAL_TOKENS = [PAD, UNK, START, END]  # ids 0, 1, 2, 3; the end id is not 2, which transformers would
-#                                        # take as "pool at the highest id" (its CLIP text model reads
-#                                        # the feature at argmax(ids) when eos_token_id == 2)
+# ids 0, 1, 2, 3: the end id is not 2, which transformers' CLIP text model takes as "pool at the highest id"
+SPECIAL_TOKENS = [PAD, UNK, START, END]
 
 
 class Tokenizer:
@@ -31,7 +30,7 @@ class Tokenizer:
     def __init__(self, hf_tokenizer: HFTokenizer):
         self.hf = hf_tokenizer
         if self.hf.truncation is None or self.hf.padding is None:
-            raise ValueError("Tokenizer: the tokenizer JSON must set truncation and padding (train one with Tokenizer.train)")
+            raise ValueError("Tokenizer: the JSON must set truncation and padding (train one with Tokenizer.train)")
         self.context_length = self.hf.truncation["max_length"]
         self.pad_id, self.start_id, self.end_id = (self.hf.token_to_id(t) for t in (PAD, START, END))
         self._unpadded: HFTokenizer | None = None  # made by the first bpe_ids call
@@ -102,7 +101,7 @@ class Tokenizer:
         """Read a tokenizer JSON (the tokenizer.json that miniclip.save writes beside a model)."""
         path = Path(path)
         if not path.is_file():
-            raise FileNotFoundError(f"no tokenizer at {path}; train one with Tokenizer.train(...), save it with miniclip.save")
+            raise FileNotFoundError(f"no tokenizer at {path}; train and save one: Tokenizer.train, miniclip.save")
         return cls(HFTokenizer.from_file(str(path)))
 
     def __repr__(self):

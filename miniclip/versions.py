@@ -1,8 +1,7 @@
 """At import, one clear message when an installed dependency is outside the range miniclip was tested with.
 
-pip checks pyproject.toml's ranges when it installs miniclip, but an install with --no-deps, or an environment
-changed afterwards (a Colab runtime, a conda env), can still hold an older torch or transformers, which would
-fail later with an error that names neither. The ranges are read from miniclip's own installed metadata.
+An install with --no-deps, or a runtime changed afterwards (Colab, conda), can hold an older torch or transformers
+that would fail later with an error naming neither. The ranges are read from miniclip's own installed metadata.
 """
 from __future__ import annotations
 

@@ -17,8 +17,8 @@ import torch.nn.functional as F
 
 from miniclip.encode import encode_images, encode_texts, eval_mode, model_device, prepare_images
 
-# Templates for the captioned shapes world: the captions it is trained on are "a red circle", "a photo of a ...".
-SHAPES_TEMPLATES = [  # phrasings of the shapes grammar: a template the model never read in training only adds noise
+# Templates for the shapes world, in the phrasings of its grammar: a template never read in training only adds noise.
+SHAPES_TEMPLATES = [
     "a photo of a {}.", "a {}.", "a photo of one {}.", "one {}.", "a photo of a {}", "a {}",
 ]
 SIMPLE_TEMPLATE = "a photo of a {}."
@@ -37,10 +37,8 @@ CIFAR10_TEMPLATES = [
 @torch.no_grad()
 def zeroshot_classifier(model, tokenizer, classnames: list[str], templates: list[str] | str = SIMPLE_TEMPLATE,
                         device=None) -> torch.Tensor:
-    """K class names x T templates -> classifier [D, K] with unit-length columns (on `device`, default the model's).
-
-    Column k: encode every template filled with class k, normalise each, average over the templates, renormalise.
-    """
+    """K class names x T templates -> classifier [D, K] with unit-length columns (on `device`, default the model's):
+    column k is the mean of the unit-length features of the templates filled with class k, renormalised."""
     if isinstance(templates, str):
         templates = [templates]
     if not classnames or not templates:
@@ -53,10 +51,8 @@ def zeroshot_classifier(model, tokenizer, classnames: list[str], templates: list
 
 @torch.no_grad()
 def zeroshot_logits(model, images, classifier: torch.Tensor) -> torch.Tensor:
-    """images [B, 3, H, W] (normalised) or uint8 [B, S, S, 3], classifier [D, K] -> logits [B, K] = scale * cosines.
-
-    One batch: for many images use encode_images (batched) and `model.inverse_temperature() * features @ classifier`.
-    """
+    """images [B, 3, H, W] (normalised) or uint8 [B, S, S, 3], classifier [D, K] -> logits [B, K] = scale * cosines,
+    in one batch (for many images: encode_images, then `model.inverse_temperature() * features @ classifier`)."""
     device = model_device(model)
     with eval_mode(model):
         x = prepare_images(images, model.config.image_size, device, next(model.parameters()).dtype)
@@ -65,18 +61,13 @@ def zeroshot_logits(model, images, classifier: torch.Tensor) -> torch.Tensor:
 
 
 def zeroshot_predict(model, images, classifier: torch.Tensor) -> torch.Tensor:
-    """images (as for zeroshot_logits), classifier [D, K] -> predicted class indices, LongTensor [B].
-
-    For probabilities use zeroshot_logits(...).softmax(dim=-1).
-    """
+    """images (as for zeroshot_logits), classifier [D, K] -> predicted class indices, LongTensor [B]."""
     return zeroshot_logits(model, images, classifier).argmax(dim=-1)
 
 
 def accuracy(logits: torch.Tensor, labels, topk=(1, 5)) -> dict:
-    """logits [N, K], labels int64 [N] -> {"top1": fraction in 0..1, "top5": ...}; top-k only when K >= k.
-
-    A prediction counts for top-k when the true class is among the k highest logits (ties: the lower index wins).
-    """
+    """logits [N, K], labels int64 [N] -> {"top1": fraction in 0..1, "top5": ...}; top-k only when K >= k, a hit
+    when the true class is among the k highest logits (ties: the lower index wins)."""
     labels = torch.as_tensor(labels, device=logits.device).long()
     n, k_classes = logits.shape
     ks = [k for k in topk if k <= k_classes]
@@ -88,12 +79,10 @@ def accuracy(logits: torch.Tensor, labels, topk=(1, 5)) -> dict:
 
 
 @torch.no_grad()
-def evaluate_zeroshot(model, tokenizer, images, labels, classnames: list[str], templates: list[str] | str = SIMPLE_TEMPLATE,
-                      batch_size: int = 256, device=None) -> dict:
-    """Zero-shot accuracy of `model` on labelled images.
+def evaluate_zeroshot(model, tokenizer, images, labels, classnames: list[str],
+                      templates: list[str] | str = SIMPLE_TEMPLATE, batch_size: int = 256, device=None) -> dict:
+    """Zero-shot accuracy of `model` on images (as for encode_images) with labels int [N] into classnames.
 
-    images: normalised float tensor [N, 3, H, W] or uint8 [N, S, S, 3] (normalised with CLIP_MEAN / CLIP_STD,
-            resized to the model's image size when needed); labels: int [N] indices into classnames.
     Returns {"top1": 0..1, "top5": 0..1 (when K >= 5), "confusion": LongTensor [K, K] (rows = true class,
     columns = predicted), "per_class": FloatTensor [K] (recall of each class, nan when absent),
     "predictions": LongTensor [N], "num_images": N}.
@@ -118,13 +107,9 @@ def evaluate_zeroshot(model, tokenizer, images, labels, classnames: list[str], t
 
 
 def load_cifar10(root, train: bool = False, download: bool = False):
-    """CIFAR-10 through torchvision -> (images uint8 [N, 32, 32, 3] numpy, labels int64 [N] numpy).
-
-    root: the folder that holds (or will hold) cifar-10-batches-py/. The test split has 10,000 images, the train
-    split 50,000; class i is CIFAR10_CLASSES[i]. The model's encoders resize the 32 px images to their own size.
-    CIFAR's official "python version" is a set of pickles; torchvision unpickles them after checking their md5
-    sums, so only the genuine files load. Downloading needs the internet (163 MB).
-    """
+    """CIFAR-10 through torchvision -> (images uint8 [N, 32, 32, 3] numpy, labels int64 [N] numpy), class i is
+    CIFAR10_CLASSES[i]; 10,000 test or 50,000 train images. root: the folder of cifar-10-batches-py/ (pickles,
+    which torchvision unpickles only after checking their md5 sums). Downloading needs the internet (163 MB)."""
     folder = Path(root) / "cifar-10-batches-py"
     advice = "run this in Colab, or pass download=True on a machine with internet access (163 MB)"
     if not download and not folder.is_dir():

@@ -15,10 +15,8 @@ CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 
 
 def normalise(images, device="cpu", dtype=torch.float32) -> torch.Tensor:
-    """uint8 pixels [B, S, S, 3] (numpy, memmap or tensor) -> float [B, 3, S, S] on device: (x / 255 - mean) / std.
-
-    The one place pixels become model inputs: training batches, evaluation and the notebooks all come here.
-    """
+    """uint8 pixels [B, S, S, 3] (numpy, memmap or tensor) -> float [B, 3, S, S] on device: (x / 255 - mean) / std,
+    the one place pixels become model inputs (training batches, evaluation and the notebooks)."""
     if not torch.is_tensor(images):
         images = np.asarray(images)
         images = torch.from_numpy(images if images.flags.writeable else images.copy())  # memmaps are read-only
@@ -66,11 +64,8 @@ class PairedData:
         return [self.captions[j] for j in np.flatnonzero(self.caption_image == i)]
 
     def subset(self, image_ids) -> "PairedData":
-        """The images image_ids (in that order) with all their captions.
-
-        A contiguous range (i, i + 1, ..., j) is a slice of self.images and self.attributes, not a copy: a memmap
-        stays a memmap (and a cache's attributes stay on disk).
-        """
+        """The images image_ids (in that order) with all their captions. A contiguous range (i, i + 1, ..., j) is a
+        slice of self.images and self.attributes, not a copy: a memmap stays a memmap, attributes stay on disk."""
         image_ids = np.asarray(image_ids, dtype=np.int64)
         remap = np.full(self.num_images, -1, dtype=np.int64)
         remap[image_ids] = np.arange(len(image_ids))

@@ -16,12 +16,8 @@ from miniclip.data import PairedData, normalise
 
 def random_resized_crop(x: torch.Tensor, rng: np.random.Generator, area=(0.8, 1.0), ratio=(3 / 4, 4 / 3)):
     """Per-sample random crop (share of the image's area in `area`, width / height in `ratio`) resized back:
-    [B, C, S, S] -> [B, C, S, S].
-
-    One grid_sample call for the whole batch. The sampling grid is the affine grid of an axis-aligned
-    crop (what F.affine_grid would give for theta = [[w, 0, cx], [0, h, cy]], built directly because it
-    is cheaper). w, h > 0: it never flips, since captions speak of left and right.
-    """
+    [B, C, S, S] -> [B, C, S, S], in one grid_sample call. The grid is F.affine_grid's for theta = [[w, 0, cx],
+    [0, h, cy]], built directly (cheaper); w, h > 0: it never flips, since captions speak of left and right."""
     b, _, s, _ = x.shape
     share = rng.uniform(*area, b)
     aspect = np.exp(rng.uniform(math.log(ratio[0]), math.log(ratio[1]), b))
@@ -41,11 +37,10 @@ def random_resized_crop(x: torch.Tensor, rng: np.random.Generator, area=(0.8, 1.
 
 class Batches:
     """Training batches straight from a PairedData: (images float32 [B, 3, S, S] on device, tokens [B, T]
-    on device, image_idx int64 [B] on the CPU).
+    on device, image_idx int64 [B] on the CPU); len() = steps per epoch.
 
-    Epoch e is a seeded permutation of the images (those with at least one caption) and one random caption
-    per image, so no batch holds two captions of one image. The batch of step k is a pure function of
-    (seed, k): get(k) after a restart returns the same batch. len() = steps per epoch.
+    Epoch e is a seeded permutation of the captioned images with one random caption each, so no batch holds two
+    captions of one image; the batch of step k is a function of (seed, k) only, the same after a restart.
     augment=True: per-sample random resized crop (80-100% of the area), no flips.
     """
 

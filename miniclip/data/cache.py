@@ -12,7 +12,6 @@ On disk (out_dir/):
     manifest.json    written last and atomically: without it the cache is incomplete
 
 An out_dir holding another cache (another source, size or limit) is refused; the same build resumes.
-
 Decoding (decode.py) is the slow part, so it runs in worker processes and is paid once: after that a batch
 is a memory gather (batches.py), not a decode.
 """
@@ -65,9 +64,9 @@ def _refuse_another(out: Path, found: dict, expected: dict, what: str) -> None:
 class _Writer:
     """Appends decoded chunks to images.u8 / captions.jsonl and commits each one in progress.json.
 
-    A chunk counts only once progress.json (replaced atomically) says so. Every write first truncates the
-    files to the committed lengths, so a chunk interrupted half-way (Ctrl-C, kill -9) is simply redone.
-    identity: what makes a build this build ({"source", "size"[, "meta"]}); a partial cache of another is refused.
+    A chunk counts only once progress.json (replaced atomically) says so; every write first truncates the files
+    to the committed lengths, so a chunk interrupted half-way (Ctrl-C, kill -9) is redone. identity: what makes
+    a build this build ({"source", "size"[, "meta"]}); a partial cache of another is refused.
     """
 
     def __init__(self, out: Path, identity: dict):
@@ -90,11 +89,10 @@ class _Writer:
         self.captions.truncate(self.state["captions_bytes"])
 
     def commit(self, start: int, result: list[tuple], rows: list[dict], **state) -> None:
-        """Write the chunk of records start, start + 1, ...: result from process_chunk, rows
-        [{"id", "split"[, "file"][, "attributes"]}] (what captions.jsonl keeps of each, and "file" for reports).
-        state: what else a resumed build needs, committed with the chunk (the shapes world's random state).
+        """Write the chunk of records start, start + 1, ... (a chunk committed twice is written once).
 
-        Committing a chunk twice (Ctrl-C right after a commit, then the final drain) writes it once.
+        result: from process_chunk; rows: [{"id", "split"[, "file"][, "attributes"]}] (what captions.jsonl keeps,
+        and "file" for reports); state: what else a resumed build needs (the shapes world's random state).
         """
         st = self.state
         if start < st["records_read"]:
@@ -161,11 +159,10 @@ def build_cache(records, out_dir, size: int = 64, workers: int | None = None, li
                 source=None, chunk_size: int = 64) -> dict:
     """Decode records once into out_dir (see the module docstring); returns the manifest.
 
-    records: an iterable of Record(image, captions, split, image_id) (or 4-tuples), or a PairedData
-    (written as it is, resized to size if needed). size: output side in pixels. workers: decoder
-    processes (default: all cores; 1 = in this process). limit: read at most this many records.
-    source: a description stored in the manifest; a rerun with the same source and size resumes an
-    interrupted build, skipping the records already consumed. Another cache in out_dir: FileExistsError.
+    records: Record(image, captions, split, image_id)s (or 4-tuples), or a PairedData (see save_paired).
+    size: output side in pixels. workers: decoder processes (default: all cores; 1 = in this process).
+    limit: read at most this many records. source: a description stored in the manifest; a rerun with the same
+    source and size resumes an interrupted build. Another cache in out_dir: FileExistsError.
     """
     if isinstance(records, PairedData):
         return save_paired(records, out_dir, size=size, source=source)
@@ -287,13 +284,10 @@ def save_paired(data: PairedData, out_dir, *, size: int | None = None, source=No
 
 
 def build_shapes_cache(out_dir, n: int, seed: int = 0, *, chunk_size: int = 5000, **options) -> dict:
-    """The shapes world shapes.generate(n, seed, **options) written straight into a cache, chunk_size images
-    at a time; returns the manifest. Peak memory is one chunk, not the whole world.
-
-    The files are byte for byte those of save_paired(shapes.generate(n, seed, **options), out_dir,
-    source={"name": "shapes", **its meta}). The world is one random stream (generate continues a numpy
-    Generator it is given), and progress.json keeps the Generator's state after each committed chunk: a rerun
-    of an interrupted build continues the stream from the last committed chunk instead of drawing it again.
+    """The shapes world shapes.generate(n, seed, **options) written into a cache chunk_size images at a time
+    (peak memory: one chunk); returns the manifest. The files are byte for byte those of save_paired(generate(n,
+    seed, **options), source={"name": "shapes", **its meta}): the world is one random stream, and progress.json
+    keeps the Generator's state after each committed chunk, so a rerun continues the stream where it stopped.
     """
     meta = {**shapes.generate(0, seed, **options).meta, "n": n}  # what generate(n, ...) reports; checks options
 
@@ -314,11 +308,8 @@ def build_shapes_cache(out_dir, n: int, seed: int = 0, *, chunk_size: int = 5000
 
 
 class CacheAttributes(Sequence):
-    """The per-image attributes of a cache, each parsed from its line of captions.jsonl when asked for.
-
-    As Python dicts a scene's attributes take about 3 KB: for 200,000 images more memory than the pixels, and
-    training never reads them. attributes[i] is a dict; attributes[i:j] another CacheAttributes (no reading).
-    """
+    """The per-image attributes of a cache, each parsed from its line of captions.jsonl when asked for (as dicts,
+    200,000 scenes take more memory than their pixels). attributes[i] is a dict, attributes[i:j] another view."""
 
     def __init__(self, path: Path, offsets: np.ndarray):
         self.path, self.offsets = path, offsets  # int64 [N]: where the line of each image starts in the file
@@ -349,11 +340,8 @@ def _attributes(row: dict) -> dict:
 
 
 def load_cache(out_dir) -> PairedData:
-    """A finished cache as PairedData: images a read-only memmap uint8 [N, S, S, 3].
-
-    attributes: per image {"image_id", "split"} (COCO) or the stored attributes (shapes world), as a
-    CacheAttributes that reads them from disk when asked for.
-    """
+    """A finished cache as PairedData: images a read-only memmap uint8 [N, S, S, 3], attributes per image
+    {"image_id", "split"} (COCO) or the stored ones (shapes world), read from disk when asked for."""
     out = Path(out_dir)
     if not (out / "manifest.json").exists():
         if (out / "progress.json").exists() or (out / "images.u8").exists():

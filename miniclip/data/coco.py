@@ -6,11 +6,10 @@
 
 `image` is whatever is cheapest to hand to a decoder process: raw JPEG bytes, a file path, or a
 `ZipMember` (a zip file and a member name). Nothing here decodes pixels: cache.py does, in parallel.
-Splits are "train" / "val" / "test" (Karpathy's "restval" is merged into "train"; the official
-train2017 / val2017 files give "train" / "val"). Column names and JSON keys are checked at run time: every
-entry of a JSON file is checked, a bad one (a missing key, an id that is not an integer, a file name that
-leaves the image folder, a duplicated id, a caption of no known image) is skipped and reported, with its
-index and file name, in one warning; a file whose entries are all bad is refused as the wrong file.
+Splits are "train" / "val" / "test" (Karpathy's "restval" is merged into "train"). Every entry of a JSON file
+is checked: a bad one (a missing key, an id that is not an integer, a file name that leaves the image folder,
+a duplicated id, a caption of no known image) is skipped and named in one warning; a file whose entries are
+all bad is refused as the wrong file.
 """
 from __future__ import annotations
 
@@ -19,6 +18,7 @@ import os
 import warnings
 import zipfile
 from collections import defaultdict
+from itertools import groupby, islice
 from pathlib import Path, PurePosixPath
 from typing import Iterator, NamedTuple
 
@@ -59,12 +59,9 @@ def _check_split(split):
 def _warn_size(source: str, split: str, count: int, known: dict, what: str) -> None:
     """After reading a whole split: warn when its size differs from the known one."""
     if split in known and count != known[split]:
-        warnings.warn(
-            f"{source}: read {count:,} images for split {split!r}, but the {what} has {known[split]:,}. "
-            "The source may be incomplete or a different version; results will not be comparable "
-            "with published numbers.",
-            stacklevel=1,
-        )
+        warnings.warn(f"{source}: read {count:,} images for split {split!r}, but the {what} has {known[split]:,}. "
+                      "The source may be incomplete or a different version; results will not be comparable "
+                      "with published numbers.", stacklevel=1)
 
 
 def _missing_columns_error(source: str, expected, found, todo: str) -> ValueError:
@@ -102,14 +99,8 @@ def _open_stream(dataset: str, data_files, hf_split: str):
         return datasets.load_dataset(dataset, data_files=data_files, split=names[0], streaming=True)
 
 
-def hf_records(
-    split: str = "train",
-    dataset: str | None = None,
-    *,
-    data_files=None,
-    hf_split: str | None = None,
-    limit: int | None = None,
-) -> Iterator[Record]:
+def hf_records(split: str = "train", dataset: str | None = None, *, data_files=None, hf_split: str | None = None,
+               limit: int | None = None) -> Iterator[Record]:
     """Stream COCO from the Hub: yields Record(image bytes, captions, split, cocoid).
 
     dataset: a Hub id (default Multimodal-Fatima/COCO_captions_{train,validation,test}, one repository
@@ -131,9 +122,7 @@ def hf_records(
     layout = next((name for name, cols in HF_LAYOUTS.items() if set(cols) <= set(columns)), None)
     if layout is None:
         raise _missing_columns_error(
-            f"hf source {path!r}",
-            f"{list(HF_LAYOUTS['per_image'])} or {list(HF_LAYOUTS['per_caption'])}",
-            columns,
+            f"hf source {path!r}", f"{list(HF_LAYOUTS['per_image'])} or {list(HF_LAYOUTS['per_caption'])}", columns,
             "Use a dataset with one row per image (like Multimodal-Fatima/COCO_captions_train) or one row "
             "per caption (like jxie/coco_captions), rename its columns with IterableDataset.rename_column, "
             "or use --source coco / --source karpathy with the official files.",
@@ -145,29 +134,26 @@ def hf_records(
     return _hf_rows_to_records(stream, layout, split, limit, f"hf source {path!r}")
 
 
+def _cocoid(row: dict) -> int:
+    return int(row["cocoid"])
+
+
+def _caption_rows_to_records(stream, split: str) -> Iterator[Record]:
+    """One row per caption: consecutive rows of one cocoid make one record, with the first row's image."""
+    for cocoid, rows in groupby(stream, key=_cocoid):
+        rows = list(rows)
+        yield Record(_image_payload(rows[0]["image"]), [row["caption"] for row in rows], split, cocoid)
+
+
 def _hf_rows_to_records(stream, layout: str, split: str, limit: int | None, source: str) -> Iterator[Record]:
-    count = 0
     if layout == "per_image":
-        for row in stream:
-            if limit is not None and count >= limit:
-                return
-            yield Record(_image_payload(row["image"]), list(row["sentences_raw"]), split, int(row["cocoid"]))
-            count += 1
-    else:  # one row per caption: consecutive rows of one cocoid make one record
-        current, captions, image = None, [], None
-        for row in stream:
-            cocoid = int(row["cocoid"])
-            if cocoid != current:
-                if current is not None:
-                    yield Record(image, captions, split, current)
-                    count += 1
-                if limit is not None and count >= limit:
-                    return
-                current, captions, image = cocoid, [], _image_payload(row["image"])
-            captions.append(row["caption"])
-        if current is not None:
-            yield Record(image, captions, split, current)
-            count += 1
+        records = (Record(_image_payload(row["image"]), list(row["sentences_raw"]), split, _cocoid(row))
+                   for row in stream)
+    else:
+        records = _caption_rows_to_records(stream, split)
+    count = 0
+    for count, record in enumerate(islice(records, limit), 1):
+        yield record
     if limit is None:
         _warn_size(source, split, count, KARPATHY_SIZES, "Karpathy split")
 
@@ -178,8 +164,7 @@ def _hf_rows_to_records(stream, layout: str, split: str, limit: int | None, sour
 
 def _load_json(path) -> dict:
     """json.load that survives invalid UTF-8 (the bytes are kept as surrogates for the cache to repair)."""
-    text = Path(path).read_bytes().decode("utf-8", errors="surrogateescape")
-    return json.loads(text)
+    return json.loads(Path(path).read_bytes().decode("utf-8", errors="surrogateescape"))
 
 
 def _require(source: str, obj, keys, todo: str) -> None:
@@ -244,14 +229,12 @@ class _Problems(list):
 
 
 def _split_from_name(*names) -> str | None:
+    """The split the first telling file name says ("train2017" -> "train"), or None."""
     for name in names:
         base = Path(str(name)).name.lower()
-        if "train" in base:
-            return "train"
-        if "val" in base:
-            return "val"
-        if "test" in base:
-            return "test"
+        for split in SPLITS:
+            if split in base:
+                return split
     return None
 
 
@@ -263,10 +246,8 @@ def official_records(annotations, images, split: str | None = None, limit: int |
     """
     _check_split(split)
     source = f"official COCO captions file {str(annotations)!r}"
-    todo = (
-        "Pass captions_train2017.json or captions_val2017.json from annotations_trainval2017.zip "
-        "(for dataset_coco.json use --source karpathy)."
-    )
+    todo = ("Pass captions_train2017.json or captions_val2017.json from annotations_trainval2017.zip "
+            "(for dataset_coco.json use --source karpathy).")
     data = _load_json(annotations)
     _require(source, data, ("images", "annotations"), todo)
     split = split or _split_from_name(annotations, images)
@@ -290,30 +271,24 @@ def official_records(annotations, images, split: str | None = None, limit: int |
 
 
 def _official_iter(image_list, captions, images: Path, split, limit, source) -> Iterator[Record]:
-    if images.suffix.lower() == ".zip":
+    in_zip = images.suffix.lower() == ".zip"
+    if in_zip:
         with zipfile.ZipFile(images) as zf:  # members are "train2017/000000000009.jpg": index by base name
             members = {Path(n).name: n for n in zf.namelist() if not n.endswith("/")}
-    count = 0
-    for im in image_list:
-        if limit is not None and count >= limit:
-            return
-        if images.suffix.lower() == ".zip":
-            image = ZipMember(str(images), members.get(im["file_name"], im["file_name"]))
-        else:
-            image = str(images / im["file_name"])
+    for im in islice(image_list, limit):
+        name = im["file_name"]
+        image = ZipMember(str(images), members.get(name, name)) if in_zip else str(images / name)
         yield Record(image, captions.get(int(im["id"]), []), split, int(im["id"]))
-        count += 1
     if limit is None:
-        _warn_size(source, split, count, OFFICIAL_SIZES, "official 2017 split")
+        _warn_size(source, split, len(image_list), OFFICIAL_SIZES, "official 2017 split")
 
 
 # ------------------------------------------------------------------------------------------
 # (c) The Karpathy split
 
 
-def karpathy_records(
-    karpathy_json, images_root, split: str | None = "train", limit: int | None = None
-) -> Iterator[Record]:
+def karpathy_records(karpathy_json, images_root, split: str | None = "train", limit: int | None = None
+                     ) -> Iterator[Record]:
     """Karpathy's dataset_coco.json with the official image folders: image = root/filepath/filename.
 
     split: "train" (with restval), "val", "test", or None for all. Yields Record(path, raw captions, split, cocoid).
@@ -337,18 +312,16 @@ def karpathy_records(
 
 
 def _karpathy_iter(image_list, root: Path, split, limit, source) -> Iterator[Record]:
+    def split_of(im):
+        return "train" if im["split"] == "restval" else im["split"]
+
+    wanted = (im for im in image_list if split is None or split_of(im) == split)
     count = 0
-    for im in image_list:
-        im_split = "train" if im["split"] == "restval" else im["split"]
-        if split is not None and im_split != split:
-            continue
-        if limit is not None and count >= limit:
-            return
+    for count, im in enumerate(islice(wanted, limit), 1):
         path = root / im["filepath"] / im["filename"]
         if not path.exists() and (root / im["filename"]).exists():
             path = root / im["filename"]  # images copied into one folder
-        yield Record(str(path), [s["raw"] for s in im["sentences"]], im_split, int(im["cocoid"]))
-        count += 1
+        yield Record(str(path), [s["raw"] for s in im["sentences"]], split_of(im), int(im["cocoid"]))
     if limit is None and split is not None:
         _warn_size(source, split, count, KARPATHY_SIZES, "Karpathy split")
 
@@ -356,36 +329,26 @@ def _karpathy_iter(image_list, root: Path, split, limit, source) -> Iterator[Rec
 # ------------------------------------------------------------------------------------------
 
 
-def open_source(
-    source: str,
-    *,
-    split: str | None = None,
-    hf_dataset: str | None = None,
-    hf_data_files=None,
-    annotations=None,
-    images=None,
-    karpathy_json=None,
-    limit: int | None = None,
-) -> tuple[Iterator[Record], dict]:
+def open_source(source: str, *, split: str | None = None, hf_dataset: str | None = None, hf_data_files=None,
+                annotations=None, images=None, karpathy_json=None, limit: int | None = None
+                ) -> tuple[Iterator[Record], dict]:
     """Records from source "hf" | "coco" | "karpathy", plus a description (stored in the cache manifest)."""
     if source == "hf":
         split = split or "train"
-        desc = {"name": "coco", "source": "hf", "dataset": hf_dataset or HF_DEFAULT.format(HF_SPLIT_NAMES[split]),
-                "data_files": hf_data_files, "split": split}  # fmt: skip
-        return hf_records(split, hf_dataset, data_files=hf_data_files, limit=limit), desc
-    if source == "coco":
+        records = hf_records(split, hf_dataset, data_files=hf_data_files, limit=limit)
+        desc = {"dataset": hf_dataset or HF_DEFAULT.format(HF_SPLIT_NAMES[split]), "data_files": hf_data_files}
+    elif source == "coco":
         if annotations is None or images is None:
             raise ValueError("source 'coco' needs annotations (captions_*2017.json) and images (folder or zip)")
         records = official_records(annotations, images, split, limit)
-        desc = {"name": "coco", "source": "coco", "annotations": os.fspath(annotations), "images": os.fspath(images),
-                "split": split or _split_from_name(annotations, images)}  # fmt: skip
-        return records, desc
-    if source == "karpathy":
+        split = split or _split_from_name(annotations, images)
+        desc = {"annotations": os.fspath(annotations), "images": os.fspath(images)}
+    elif source == "karpathy":
         if karpathy_json is None or images is None:
             raise ValueError("source 'karpathy' needs karpathy_json (dataset_coco.json) and images (the root folder)")
         split = split or "train"
         records = karpathy_records(karpathy_json, images, split, limit)
-        desc = {"name": "coco", "source": "karpathy", "karpathy_json": os.fspath(karpathy_json),
-                "images": os.fspath(images), "split": split}  # fmt: skip
-        return records, desc
-    raise ValueError(f"source must be 'hf', 'coco' or 'karpathy', got {source!r}")
+        desc = {"karpathy_json": os.fspath(karpathy_json), "images": os.fspath(images)}
+    else:
+        raise ValueError(f"source must be 'hf', 'coco' or 'karpathy', got {source!r}")
+    return records, {"name": "coco", "source": source, **desc, "split": split}

@@ -6,9 +6,8 @@
     decoder_pool(workers)                      those processes, started at once
 
 Decoding is the bottleneck of small-model CLIP training (one core decodes a few hundred COCO JPEGs/s).
-Pillow's draft mode decodes a JPEG at 1/2, 1/4 or 1/8 scale straight from the DCT, and the resize then
-starts from a 16x smaller image: together about 2.5x cheaper than a full-size decode and resize (the
-entropy decoding of the file stays). A bad sample never ends a run: its reason is counted in the manifest.
+Pillow's draft mode decodes a JPEG at 1/2, 1/4 or 1/8 scale straight from the DCT, so the resize starts from a
+16x smaller image: about 2.5x cheaper in all. A bad sample never ends a run: its reason is counted in the manifest.
 """
 from __future__ import annotations
 
@@ -33,11 +32,8 @@ MAX_CAPTION_CHARS = 1000  # longer captions are cut at a word boundary
 
 
 def clean_captions(captions) -> tuple[list[str], Counter]:
-    """Usable captions of one image, and a count of what was repaired or dropped.
-
-    Whitespace is collapsed; invalid UTF-8 bytes are removed; captions over MAX_CAPTION_CHARS are cut at a
-    word boundary; empty ones (no visible character, e.g. only NUL bytes) are dropped.
-    """
+    """Usable captions of one image, and a count of what was repaired or dropped: whitespace is collapsed, invalid
+    UTF-8 bytes are removed, captions over MAX_CAPTION_CHARS are cut at a word boundary, empty ones are dropped."""
     out, events = [], Counter()
     for c in captions or []:
         if isinstance(c, (bytes, bytearray)):
@@ -108,12 +104,9 @@ def to_rgb(img: Image.Image) -> tuple[Image.Image, str | None]:
 
 
 def decode_image(source, size: int) -> tuple[np.ndarray, str | None]:
-    """Decode, turn upright (EXIF), convert to RGB, resize the shorter side to size and centre-crop:
-    (uint8 [size, size, 3], event).
-
-    JPEGs are decoded by Pillow's draft mode at the smallest DCT scale that keeps both sides >= size.
-    Raises BadSample(reason) for missing, unreadable or too small images.
-    """
+    """Decode, turn upright (EXIF), convert to RGB, resize the shorter side to size and centre-crop.
+    Returns (uint8 [size, size, 3], "MODE -> RGB" or None); raises BadSample(reason) for missing, unreadable or
+    too small images."""
     try:
         with warnings.catch_warnings():  # e.g. "corrupt EXIF data": what matters is whether pixels come out
             warnings.simplefilter("ignore")
@@ -180,11 +173,9 @@ def _init_worker() -> None:
 
 
 def decoder_pool(workers: int) -> ProcessPoolExecutor:
-    """Worker processes for process_chunk, started at once.
-
-    fork starts fastest and needs no `if __name__ == "__main__":` guard in the calling script, but copying a
-    process while other threads run (a streaming download has some) can deadlock the copy: then forkserver.
-    """
+    """Worker processes for process_chunk, started at once. fork starts fastest and needs no `if __name__ ==
+    "__main__":` guard in the calling script, but copying a process while other threads run (a streaming download
+    has some) can deadlock the copy: then forkserver."""
     methods = multiprocessing.get_all_start_methods()
     others = [t for t in threading.enumerate() if t is not threading.main_thread() and type(t).__name__ != "TMonitor"]
     if "fork" in methods and not others:  # (tqdm's TMonitor thread only sleeps)

@@ -2,9 +2,8 @@
 
     render(scene, image_size=32, rng=0) -> uint8 [S, S, 3]
 
-The grammar (what a scene is and says) lives in shapes.py; this module only draws, so it needs nothing but
-the scene's fields (objects with shape, colour, x, y and diameter(); background, rendition and word).
-All randomness (background noise, the rendition's choices, where the word goes) comes from the rng given.
+The grammar (what a scene is and says) lives in shapes.py; this module only draws the scene's fields (objects with
+shape, colour, x, y and diameter(); background, rendition and word), with all randomness from the rng given.
 """
 from __future__ import annotations
 
