@@ -34,7 +34,7 @@ test: $(VENV)/.installed-dev
 CLAIMS_LOG := $(CURDIR)/runs/claims/claims.jsonl
 claims: $(VENV)/.installed-dev
 	rm -rf runs/claims && mkdir -p runs/claims
-	for nb in notebooks/0*.ipynb; do \
+	for nb in notebooks/[0-9]*.ipynb; do \
 		HF_HUB_OFFLINE=1 MPLBACKEND=Agg MINICLIP_LESSON=laptop MINICLIP_CLAIMS_LOG=$(CLAIMS_LOG) \
 		MINICLIP_NOTEBOOK=$$(basename $$nb) $(BIN)/jupyter nbconvert --to notebook --execute \
 		--ExecutePreprocessor.timeout=-1 --output-dir runs/claims $$nb || exit 1; \

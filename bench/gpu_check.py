@@ -1,12 +1,12 @@
-"""The GPU check: the GPU lesson's notebooks 04-07 on stand-ins, then training throughput, in one table.
+"""The GPU check: the GPU lesson's notebooks 04-08 on stand-ins, then training throughput, in one table.
 
     python bench/gpu_check.py               # a GPU machine without internet; meant to finish in 8 minutes
     python bench/gpu_check.py --cpu-smoke   # the same steps on a CPU, at the rehearsal's sizes (a few minutes)
 
 1. `miniclip standins DIR`: local stand-ins of COCO, CIFAR-10 and OpenAI's CLIP, in their real formats.
-2. Notebooks 04-07 at MINICLIP_LESSON=gpu MINICLIP_STANDINS=DIR (--cpu-smoke: MINICLIP_LESSON=rehearsal), each
-   executed by `jupyter nbconvert --execute` with this Python, offline, and timed; 05-07 reuse the image cache
-   and the main run of 04 (one MINICLIP_RUNS folder for all four). While a notebook runs, nvidia-smi is asked
+2. Notebooks 04-08 at MINICLIP_LESSON=gpu MINICLIP_STANDINS=DIR (--cpu-smoke: MINICLIP_LESSON=rehearsal), each
+   executed by `jupyter nbconvert --execute` with this Python, offline, and timed; 05-08 reuse the image cache
+   and the main run of 04 (one MINICLIP_RUNS folder for all five). While a notebook runs, nvidia-smi is asked
    for the GPU's used memory twice a second: its peak (all processes, CUDA contexts included).
 3. bench/gpu_throughput.py's measurement (synthetic data, the real loader and train step) of coco-small and
    coco-base, with and without torch.compile; its peak is torch's largest allocation.
@@ -33,7 +33,7 @@ from miniclip.train import precision
 
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOKS = ["04_training_on_coco", "05_zero_shot_prompt_classifiers", "06_retrieval_and_embedding_space",
-             "07_failure_modes"]
+             "07_failure_modes", "08_failure_modes_continued"]
 OFFLINE = {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "MPLBACKEND": "Agg"}
 
 

@@ -1,6 +1,6 @@
 """Seconds each notebook takes at a lesson (default: laptop), first run from an empty runs folder, then again.
 
-    python bench/notebooks.py                       # all eight, laptop lesson, runs in a temporary folder
+    python bench/notebooks.py                       # all of them, laptop lesson, runs in a temporary folder
     python bench/notebooks.py --only 01 02 --again  # some of them, and a second run that reuses what the first left
 
 Each notebook is executed with `jupyter nbconvert --execute` in the order of the course (lesson 4 trains the main
@@ -42,7 +42,7 @@ def main() -> None:
     parser.add_argument("--only", nargs="+", help="notebook numbers, e.g. 01 04")
     parser.add_argument("--again", action="store_true", help="run each notebook a second time, reusing the runs")
     args = parser.parse_args()
-    notebooks = sorted((ROOT / "notebooks").glob("0*.ipynb"))
+    notebooks = sorted((ROOT / "notebooks").glob("[0-9]*.ipynb"))
     if args.only:
         notebooks = [nb for nb in notebooks if nb.name[:2] in args.only]
     with tempfile.TemporaryDirectory() as tmp:

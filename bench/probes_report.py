@@ -1,11 +1,12 @@
 """Train the probe models (miniclip.probes.RECIPES) at full size and print every probe number.
 
-    python bench/probes_report.py                       # the 4 RECIPES runs (~12 minutes on 2 idle cores) + probes
-    python bench/probes_report.py --data-efficiency     # + DATA_EFFICIENCY's shorter runs on fewer pairs
+    python bench/probes_report.py                       # the RECIPES runs (base + 3 fine-tunes) + every probe
+    python bench/probes_report.py --data-efficiency     # + DATA_EFFICIENCY's small runs on fewer images
     python bench/probes_report.py --smoke               # seconds: tiny runs (SMOKE_RECIPE) and sets (SMOKE_SIZES)
 
 Runs are kept in --runs (default /tmp/probe_runs/report) and reused when their recipe has not changed
-(train.load_or_train); each run's probe results are written next to it as probes.json.
+(probes.train_probe_model: a fine-tune is retrained when its base is newer); each run's probe results are
+written next to it as probes.json. Training times are wall-clock seconds, 0 when a run was reused.
 """
 from __future__ import annotations
 
@@ -17,7 +18,6 @@ from pathlib import Path
 import torch
 
 from miniclip import probes
-from miniclip.train import load_or_train
 
 
 def flat(d: dict, prefix: str = "") -> dict:
@@ -50,16 +50,17 @@ def main(argv=None) -> int:
 
     results = {}
     for name in [n for n in args.recipes.split(",") if n]:
-        cfg = probes.probe_config(name, smoke=args.smoke)
+        cfg = probes.probe_config(name, smoke=args.smoke, runs=runs)
         t = time.perf_counter()
-        run = load_or_train(cfg, runs / name, progress=False)
+        run = probes.train_probe_model(name, runs, smoke=args.smoke, progress=False)
         trained = time.perf_counter() - t
         t = time.perf_counter()
         results[name] = probes.run_probes(run.model, run.tokenizer, sizes=sizes)
         probed = time.perf_counter() - t
         (runs / name / "probes.json").write_text(json.dumps(results[name], indent=1))
         zs = [r["val_zeroshot_top1"] for r in run.history if "val_zeroshot_top1" in r]
-        print(f"== {name}: {cfg.steps} steps x {cfg.batch_size} pairs, train {trained:.0f} s (0 if reused), "
+        start = f"fine-tuned from {Path(cfg.init_from).name}, " if cfg.init_from else ""
+        print(f"== {name}: {start}{cfg.steps} steps x {cfg.batch_size} pairs, train {trained:.0f} s (0 if reused), "
               f"probes {probed:.0f} s, final val zero-shot top-1 {zs[-1] if zs else float('nan'):.3f}")
         if name == "base":
             curve = probes.history_curve(run.history, cfg.batch_size)
@@ -94,14 +95,15 @@ def main(argv=None) -> int:
 
     if args.data_efficiency:
         spec = probes.DATA_EFFICIENCY
-        accuracy, steps = {}, 40 if args.smoke else spec["steps"]
+        histories = {}
         for n_images in spec["num_images"]:
-            cfg = probes.probe_config(spec["recipe"], smoke=args.smoke, num_images=n_images, steps=steps, eval_every=0)
-            run = load_or_train(cfg, runs / f"data_{n_images}", progress=False)
-            accuracy[n_images] = run.history
-        curve = probes.data_efficiency(accuracy)
-        print(f"\ndata efficiency (distinct training images -> zero-shot top-1 after {steps} steps):",
-              json.dumps(curve))
+            run = probes.train_probe_model(spec["recipe"], runs, smoke=args.smoke, folder=f"data_{n_images}",
+                                           progress=False, num_images=n_images, **spec["train"])
+            histories[n_images] = run.history
+        cfg = probes.probe_config(spec["recipe"], smoke=args.smoke, **spec["train"])
+        curve = probes.data_efficiency(histories)
+        print(f"\ndata efficiency (distinct training images -> zero-shot top-1 after {cfg.steps} steps of "
+              f"{cfg.batch_size} pairs):", json.dumps(curve))
     return 0
 
 

@@ -16,7 +16,7 @@ from packaging.specifiers import SpecifierSet
 from miniclip.course import setup
 
 ROOT = Path(__file__).resolve().parent.parent
-NOTEBOOKS = sorted((ROOT / "notebooks").glob("0*.ipynb")) + sorted((ROOT / "student").glob("0*.ipynb"))
+NOTEBOOKS = sorted((ROOT / "notebooks").glob("[0-9]*.ipynb")) + sorted((ROOT / "student").glob("[0-9]*.ipynb"))
 # What we assume Colab preinstalls (2024-2025 runtimes); installing miniclip must keep every one of them.
 COLAB = {"torch": ["2.5.1", "2.6.0", "2.8.0", "2.9.0"], "torchvision": ["0.20.1", "0.21.0", "0.23.0", "0.24.0"],
          "transformers": ["4.46.2", "4.51.3", "4.57.1"], "ipywidgets": ["7.7.1"], "numpy": ["1.26.4", "2.0.2"],

@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from miniclip import probes
+from miniclip.config import TrainConfig
 from miniclip.data import shapes
 from miniclip.data.sources import load_pairs
 from miniclip.data.shapes import caption_cores, make_scene, render
@@ -188,17 +189,53 @@ def test_data_efficiency_curves():
     assert probes.history_curve(history, batch_size=256) == {"pairs_seen": [51200, 102400], "accuracy": [0.4, 0.7]}
 
 
-def test_probe_recipes_make_train_configs():
+def test_probe_recipes_make_train_configs(tmp_path):
+    base = probes.probe_config("base")
+    assert base.steps == TrainConfig.for_preset("shapes-tiny").steps and not base.init_from  # the main run's recipe
+    assert base.eval_every > 0 and base.hard_negatives is False  # its evaluations are limitation 5's learning curve
     for name in probes.RECIPES:
-        cfg, smoke = probes.probe_config(name), probes.probe_config(name, smoke=True)
-        assert cfg.steps >= 1000 and cfg.batch_size == 256 and smoke.steps < 100
+        cfg, smoke = probes.probe_config(name, runs=tmp_path), probes.probe_config(name, smoke=True, runs=tmp_path)
+        assert cfg.batch_size == 256 and smoke.steps < 100
         assert [tuple(p) for p in cfg.shapes_options["holdout"]] == list(probes.HOLDOUT)
-    hard, base = probes.probe_config("hard_negatives"), probes.probe_config("base")
-    assert hard.hard_negatives and not base.hard_negatives and hard.steps == base.steps  # one change between them
-    assert probes.probe_config("words").word_fraction > 0
-    assert probes.probe_config("bias").shapes_options["correlation"] == probes.BIAS
+        if probes.RECIPES[name].get("init_from"):  # a short fine-tune of the base run, found in the runs folder
+            assert cfg.init_from == str(tmp_path / "base") and cfg.steps <= base.steps / 2
+            with pytest.raises(ValueError, match="runs="):
+                probes.probe_config(name)
+    assert probes.RECIPES["bias"]["init_from"] == "base"
+    hard = probes.probe_config("hard_negatives", runs=tmp_path)
+    assert hard.hard_negatives and not any(probes.probe_config(n, runs=tmp_path).hard_negatives
+                                           for n in ("base", "words", "bias"))
+    assert probes.probe_config("words", runs=tmp_path).word_fraction > 0
+    assert probes.probe_config("bias", runs=tmp_path).shapes_options["correlation"] == probes.BIAS
+    # smoke sizes win over the overrides: a smoke run is tiny whatever it asks for
+    assert probes.probe_config("base", smoke=True, steps=600, num_images=3000).steps == probes.SMOKE_RECIPE["steps"]
+    assert probes.probe_config("base", num_images=300).num_images == 300
     with pytest.raises(ValueError, match="unknown probe recipe"):
         probes.probe_config("nope")
+
+
+def test_train_probe_model_trains_the_base_first_then_loads_and_retrains_a_stale_fine_tune(tmp_path):
+    quiet = dict(smoke=True, progress=False, eval_fn=lambda m, t: {})
+    tuned = probes.train_probe_model("bias", tmp_path, **quiet)
+    assert (tmp_path / "base" / "model.safetensors").is_file() and tuned.out == tmp_path / "bias"
+    assert json.loads((tmp_path / "bias" / "run.json").read_text())["init_from"] == str(tmp_path / "base")
+    stamp = (tmp_path / "bias" / "model.safetensors").stat().st_mtime_ns
+    again = probes.train_probe_model("bias", tmp_path, **quiet)  # finished: loaded, not trained again
+    assert (tmp_path / "bias" / "model.safetensors").stat().st_mtime_ns == stamp
+    assert torch.equal(again.model.logit_scale, tuned.model.logit_scale)
+    probes.train_probe_model("base", tmp_path, seed=1, **quiet)  # the base trained anew (another recipe)
+    probes.train_probe_model("bias", tmp_path, **quiet)  # the base of "bias" is back at seed 0: retrained again
+    assert (tmp_path / "bias" / "model.safetensors").stat().st_mtime_ns > stamp  # a newer base: fine-tuned again
+    other = probes.train_probe_model("base", tmp_path, folder="data_100", num_images=100, **quiet)
+    assert other.out == tmp_path / "data_100"
+
+
+def test_run_probes_runs_only_the_probes_asked_for(run):
+    model, tokenizer, *_ = run
+    some = probes.run_probes(model, tokenizer, sizes=probes.SMOKE_SIZES, only=("2_binding", "2_counting"))
+    assert list(some) == ["2_counting", "2_binding"]  # in the order of the limitations
+    with pytest.raises(ValueError, match="unknown keys"):
+        probes.run_probes(model, tokenizer, only=("2_nope",))
 
 
 def test_caption_gender_needs_captions_that_agree():

@@ -1,4 +1,4 @@
-"""The exercise checkers of lessons 5-8: prompt ensembles, retrieval recall, the probes' credit and hard
+"""The exercise checkers of lessons 5-10: prompt ensembles, retrieval recall, the probes' credit and hard
 negatives, SigLIP's loss.
 
     from miniclip.course.check_lessons_5_8 import check_siglip_loss
@@ -122,7 +122,7 @@ def _as_pair(value):
     return torch.stack([torch.as_tensor(v, dtype=torch.float32).reshape(()) for v in value])
 
 
-# --------------------------------------------------------------------------- lesson 7: the probes
+# -------------------------------------------------------------------- lessons 7 and 8: the probes
 
 def check_choice_credit(fn: Callable) -> CheckResult:
     """fn(scores [N, M], answer int [N]) -> credit float [N]: 1 when the answer scores highest, 1/t when t options
@@ -154,7 +154,7 @@ def check_choice_credit(fn: Callable) -> CheckResult:
 
 def check_swap_relation(fn: Callable) -> CheckResult:
     """fn(caption) -> the caption with the two objects of its relation swapped, or None without a relation
-    (lesson 07; the hard negative of NegCLIP). "a photo of " and a final full stop stay where they are."""
+    (lesson 08; the hard negative of NegCLIP). "a photo of " and a final full stop stay where they are."""
     cases = ["a red circle to the left of a blue star", "a photo of a small green heart above a large yellow cross",
              "a purple square below an orange triangle.", "a photo of a red cross to the right of a blue heart.",
              "two red stars", "a red circle and a blue star"]
@@ -204,10 +204,10 @@ def _swap_moving_prefix(caption: str) -> str | None:
     return None
 
 
-# ------------------------------------------------------------------------------- lesson 8: SigLIP
+# ------------------------------------------------------------------------------ lesson 10: SigLIP
 
 def check_siglip_loss(fn: Callable) -> CheckResult:
-    """fn(logits [N, N], t, b) -> scalar: SigLIP's pairwise sigmoid loss (Zhai et al., 2023; lesson 08).
+    """fn(logits [N, N], t, b) -> scalar: SigLIP's pairwise sigmoid loss (Zhai et al., 2023; lesson 10).
 
     logits are the cosine similarities of N images (rows) and N texts (columns); the pair (i, j) gets the
     logit z = t * logits[i, j] + b and the label +1 when i == j (a match), -1 otherwise; its loss is

@@ -96,8 +96,8 @@ def pick_lesson(name: str | None = None) -> Lesson:
 
 
 def on_shapes(lesson: Lesson) -> Lesson:
-    """The shapes-world lesson that goes with `lesson` (notebook 07's probes need the shapes world): the lesson
-    itself on shapes; for COCO the laptop sizes (gpu) or the smoke sizes (rehearsal)."""
+    """The shapes-world lesson that goes with `lesson` (the probes of notebooks 07-08 need the shapes world): the
+    lesson itself on shapes; for COCO the laptop sizes (gpu) or the smoke sizes (rehearsal)."""
     if lesson.data == "shapes":
         return lesson
     return pick_lesson("smoke" if lesson.smoke else "laptop")

@@ -1,8 +1,8 @@
-"""The data of a lesson and the one main training run that lessons 4-8 share.
+"""The data of a lesson and the one main training run that lessons 4-10 share.
 
     lesson = start_lesson(seed=0)
     data = sample_pairs(lesson, 2_000)   # pairs to look at: COCO captions (GPU) or the shapes world
-    result = main_run(lesson)            # lesson 4 trains it; lessons 5-8 load it in seconds
+    result = main_run(lesson)            # lesson 4 trains it; later lessons load it in seconds
 
 Where the remote data comes from is decided here and nowhere else: `coco_source(lesson, split)` (the Hub, or
 the stand-ins' copy of its files), `cifar10(lesson)` (torchvision's download, or the stand-in) and

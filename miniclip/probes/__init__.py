@@ -22,10 +22,12 @@ by guessing under "chance", so a result always reads against a baseline.
     results["2_spatial"]        # {"accuracy": 0.52, "chance": 0.5, ...}: bag-of-words relations
     spatial(model, tokenizer, per_kind=10)                 # one probe, on a smaller set
     run_probes(model, tokenizer, sizes=SMOKE_SIZES)        # tiny sets: seconds, for tests
+    run_probes(model, tokenizer, only=("2_counting", "2_binding"))   # some of them
 
 From a shell: `miniclip probe RUN_DIR --json [--smoke]`. The probe models a lesson needs (with and without
-hard negatives, with words in the images, with a planted bias) are in RECIPES; `probe_config(name)` turns one
-into a TrainConfig for miniclip.train.train / load_or_train.
+hard negatives, with words in the images, with a planted bias) are in RECIPES: one base run and three short
+fine-tunes of it; `train_probe_model(name, runs)` loads or trains one (and its base), `probe_config(name)` is its
+TrainConfig.
 
 Conventions: accuracies and rates are fractions (0..1); "n_*" are counts; set sizes are keyword arguments whose
 defaults are the full sizes (a standard error of about 2-3 points); every probe is deterministic for a given
@@ -40,7 +42,8 @@ from miniclip.probes.benchmarks import CANDIDATE_TEMPLATES, eval_set_scores, ran
 from miniclip.probes.captioning import best_captions, choose_not_generate, scene_of, single_object_grammar
 from miniclip.probes.cnn import TinyCNN, cnn_predict, labelled_shapes, train_shapes_cnn, train_supervised_cnn
 from miniclip.probes.efficiency import data_efficiency, few_shot, first_reaching, history_curve, learning_curve
-from miniclip.probes.recipes import BIAS, DATA_EFFICIENCY, HOLDOUT, RECIPES, RELATION_STEPS, SMOKE_RECIPE, probe_config
+from miniclip.probes.recipes import (BIAS, DATA_EFFICIENCY, HOLDOUT, RECIPES, RELATION_MIX, SMOKE_RECIPE, probe_config,
+                                     train_probe_model)
 from miniclip.probes.robustness import distribution_shift, supervised_vs_zeroshot, typographic
 from miniclip.probes.scoring import (average, caption_scores, choice_credit, classify, draw_scenes, model_scorer,
                                      probe_data_seed)
@@ -71,7 +74,7 @@ FULL_SIZES = {probe: {} for probe in SMOKE_SIZES}  # every probe at its defaults
 
 
 def run_probes(model, tokenizer, sizes: dict = FULL_SIZES, seed: int = 0, history: list[dict] | None = None,
-               batch_size: int | None = None) -> dict:
+               batch_size: int | None = None, only=None) -> dict:
     """Every single-model probe, one key per limitation; a JSON-serialisable dict of dicts of numbers.
 
     sizes: FULL_SIZES, SMOKE_SIZES, or {probe name: its size keywords} for some probes (the rest run at full
@@ -81,28 +84,42 @@ def run_probes(model, tokenizer, sizes: dict = FULL_SIZES, seed: int = 0, histor
     the pairs it took to reach 50/80/90%; without a history with periodic evaluations it is a note pointing to
     data_efficiency. Limitation 8 (bias) measures the rates of the planted BIAS correlation (meaningful for a
     model trained with RECIPES["bias"]; an unbiased model should show gaps near 0).
+    only: some of the keys (e.g. ("2_counting", "2_spatial")): run just those probes; default every one.
     """
     model.eval()
     sizes = {**FULL_SIZES, **sizes}
-    # one supervised baseline for limitations 1 and 3
-    cnn = train_shapes_cnn(seed=seed, image_size=model.config.image_size, **sizes["train_shapes_cnn"])
-    results = {
-        "1_below_sota": supervised_vs_zeroshot(model, tokenizer, seed=seed, cnn=cnn, **sizes["supervised_vs_zeroshot"]),
-        "2_counting": counting(model, tokenizer, seed=seed, **sizes["counting"]),
-        "2_spatial": spatial(model, tokenizer, seed=seed, **sizes["spatial"]),
-        "2_word_order": shapes_word_order(model, tokenizer, seed=seed, **sizes["shapes_word_order"]),
-        "2_binding": binding(model, tokenizer, seed=seed, **sizes["binding"]),
-        "2_fine_grained": fine_grained(model, tokenizer, seed=seed, **sizes["fine_grained"]),
-        "3_distribution_shift": distribution_shift(model, tokenizer, seed=seed, cnn=cnn, **sizes["distribution_shift"]),
-        "typographic": typographic(model, tokenizer, seed=seed, **sizes["typographic"]),
-        "4_choose_not_generate": choose_not_generate(model, tokenizer, seed=seed, **sizes["choose_not_generate"]),
-        "5_data_efficiency": learning_curve(history, batch_size),
-        "6_validation_reuse": validation_reuse(model, tokenizer, seed=seed, **sizes["validation_reuse"]),
-        "8_bias": bias(model, tokenizer, seed=seed, **sizes["bias"]),
-        "9_few_shot": few_shot(model, tokenizer, seed=seed, **sizes["few_shot"]),
-    }
-    results["7_eval_set_choice"] = eval_set_scores(results)
     order = ["1_below_sota", "2_counting", "2_spatial", "2_word_order", "2_binding", "2_fine_grained",
              "3_distribution_shift", "4_choose_not_generate", "5_data_efficiency", "6_validation_reuse",
              "7_eval_set_choice", "8_bias", "9_few_shot", "typographic"]
-    return {key: results[key] for key in order}
+    unknown = sorted(set(only or ()) - set(order))
+    if unknown:
+        raise ValueError(f"run_probes(only=...): unknown keys {unknown}; known: {', '.join(order)}")
+    wanted = [key for key in order if only is None or key in only]
+    if "7_eval_set_choice" in wanted:  # it reads the scores of the others
+        wanted = order
+    # one supervised baseline for limitations 1 and 3, trained only if one of them runs
+    cnn = None
+    if {"1_below_sota", "3_distribution_shift"} & set(wanted):
+        cnn = train_shapes_cnn(seed=seed, image_size=model.config.image_size, **sizes["train_shapes_cnn"])
+    measure = {  # each probe as a function of no arguments, so that only the wanted ones run
+        "1_below_sota": lambda: supervised_vs_zeroshot(model, tokenizer, seed=seed, cnn=cnn,
+                                                       **sizes["supervised_vs_zeroshot"]),
+        "2_counting": lambda: counting(model, tokenizer, seed=seed, **sizes["counting"]),
+        "2_spatial": lambda: spatial(model, tokenizer, seed=seed, **sizes["spatial"]),
+        "2_word_order": lambda: shapes_word_order(model, tokenizer, seed=seed, **sizes["shapes_word_order"]),
+        "2_binding": lambda: binding(model, tokenizer, seed=seed, **sizes["binding"]),
+        "2_fine_grained": lambda: fine_grained(model, tokenizer, seed=seed, **sizes["fine_grained"]),
+        "3_distribution_shift": lambda: distribution_shift(model, tokenizer, seed=seed, cnn=cnn,
+                                                           **sizes["distribution_shift"]),
+        "typographic": lambda: typographic(model, tokenizer, seed=seed, **sizes["typographic"]),
+        "4_choose_not_generate": lambda: choose_not_generate(model, tokenizer, seed=seed,
+                                                             **sizes["choose_not_generate"]),
+        "5_data_efficiency": lambda: learning_curve(history, batch_size),
+        "6_validation_reuse": lambda: validation_reuse(model, tokenizer, seed=seed, **sizes["validation_reuse"]),
+        "8_bias": lambda: bias(model, tokenizer, seed=seed, **sizes["bias"]),
+        "9_few_shot": lambda: few_shot(model, tokenizer, seed=seed, **sizes["few_shot"]),
+    }
+    results = {key: measure[key]() for key in wanted if key != "7_eval_set_choice"}
+    if "7_eval_set_choice" in wanted:
+        results["7_eval_set_choice"] = eval_set_scores(results)
+    return {key: results[key] for key in wanted}

@@ -1,50 +1,97 @@
 """The probe models: training recipes (overrides of miniclip.config.TrainConfig) for the lessons' failure modes.
 
-    cfg = probe_config("hard_negatives")          # a TrainConfig for miniclip.train.train / load_or_train
-    cfg = probe_config("base", smoke=True)        # 40 steps on 3000 images: seconds, for tests
+    run = train_probe_model("bias", runs)    # loads runs/bias, or trains it (and runs/base first: it fine-tunes it)
+    cfg = probe_config("bias", runs=runs)    # the TrainConfig itself; init_from = runs/base
+    cfg = probe_config("base", smoke=True)   # 3 steps of 16 pairs: seconds, for tests
+
+One shared `base` run and three variants of it, each with one change. A variant with init_from="base" is a short
+fine-tune: it starts from the base's weights and tokenizer (TrainConfig.init_from) with a fresh short warmup and
+cosine schedule (NegCLIP, too, fine-tunes a trained CLIP); the others train from scratch (the comments below say
+why, with what was measured).
 """
 from __future__ import annotations
 
+import shutil
+from pathlib import Path
+
 from miniclip.config import TrainConfig
+from miniclip.train import TrainResult, load_or_train
 
 # Two (colour, shape) combinations that the probe models never see in training: "describe an unseen composition".
 HOLDOUT = (("blue", "heart"), ("yellow", "cross"))
 # The planted spurious correlation of the "bias" model: 90% of red training objects are circles.
 BIAS = {"colour": "red", "shape": "circle", "strength": 0.9}
+# Relation-heavy data (shares of single / two-object / count scenes; two-object scenes are half relations): 35% of
+# the images are relations instead of shapes-tiny's 17.5%. For experiments with hard-negative fine-tunes.
+RELATION_MIX = (0.2, 0.7, 0.1)
 
-# Each recipe is shapes-tiny's (1000 steps of 256 pairs; ~75 s on 2 idle CPU cores) without the HOLDOUT
-# combinations and with one change. Relations take longer: the grammar describes "A left of B" also as "B right of
-# A", so no bag of words separates a caption from its argument-swapped twin, and word order has to be learned as
-# an interaction of order and relation word. Measured (relation probe, true vs swapped caption): with hard
-# negatives a 1500-step run stays at chance for ~1000 steps and ends at 58%; a 3000-step run ends at 99.5%; without
-# them it stays at chance (52%). So the relation pair trains 3000 steps (~4 minutes on 2 idle cores).
-RELATION_STEPS = 3000
+# What each variant measures decides whether it can be a short fine-tune of the base (measured on 2 CPU cores, a
+# 1000-step shapes-tiny run as the base; full probe sets unless said otherwise):
+# - bias: 200 fine-tuning steps plant the correlation: the "6 shapes + 'red circle'" gap is +37 points (+19 for
+#   the unbiased main model), the gaps of the plain class designs stay within 1 point.
+# - words: a fine-tune does not learn to read. The base already tells shapes apart, so a written word that always
+#   names the shape adds nothing: after 200 steps (word_match 1.0) a wrong word flips 0.4% of right answers, after
+#   300 steps with word_match 0.5 (reading needed for the caption's "with the word X") 6%. From scratch, reading
+#   is the easier cue and is learned first: 1000 steps -> 74% flips, the written shape followed 36% of the time
+#   (zero-shot on clean images 77%); 500 steps -> 72% flips, 49% followed, but clean zero-shot only 30%.
+# - hard_negatives: relations are slow, because the grammar says "A left of B" also as "B right of A": no bag of
+#   words separates a caption from its swapped twin, order has to be learned together with the relation word.
+#   From scratch with hard negatives: near chance for ~1000 steps, 58% after 1500, 99.5% after 3000 (52% without
+#   them). As a fine-tune of the base (lr 4e-3, 20 warmup steps, 27.5% relation scenes, 400-step schedule): 47%,
+#   52%, 58%, 56%, 58% after 50-250 steps (spatial probe, 50 images per relation): too slow to replace the 3000 steps.
+FINE_TUNE = dict(init_from="base", warmup_steps=20, eval_every=0, num_images=20_000)
 RECIPES = {
-    # the plain contrastive recipe, as long as the hard-negative run; its evaluations give a learning curve
-    "base": dict(steps=RELATION_STEPS, hard_negatives=False, eval_every=500, shapes_options={"holdout": HOLDOUT}),
-    # + each relation caption's argument-swapped twin as an extra negative (NegCLIP): word order matters
-    "hard_negatives": dict(steps=RELATION_STEPS, hard_negatives=True, eval_every=0,
-                           shapes_options={"holdout": HOLDOUT}),
+    # shapes-tiny's own recipe (the main run's: 1000 steps of 256 pairs) without the HOLDOUT combinations; its
+    # evaluations every 250 steps are a learning curve (limitation 5)
+    "base": dict(eval_every=250, shapes_options={"holdout": HOLDOUT}),
+    # + each relation caption's argument-swapped twin as an extra negative (NegCLIP), from scratch (see above)
+    "hard_negatives": dict(steps=3000, hard_negatives=True, eval_every=0, shapes_options={"holdout": HOLDOUT}),
     # + 65% of the single-object images carry their shape's name, written on them: the model learns to read, and
-    #   as the word is always right, reading is a shortcut it comes to trust (the typographic attack)
-    "words": dict(hard_negatives=False, eval_every=0, word_fraction=0.65,
-                  shapes_options={"holdout": HOLDOUT, "word_match": 1.0}),
-    # + a planted correlation (limitation 8): red objects are mostly circles
-    "bias": dict(hard_negatives=False, eval_every=0, shapes_options={"holdout": HOLDOUT, "correlation": BIAS}),
+    #   as the word is always right, reading is a shortcut it comes to trust (the typographic attack); from scratch
+    "words": dict(eval_every=0, word_fraction=0.65, shapes_options={"holdout": HOLDOUT, "word_match": 1.0}),
+    # + a planted correlation (limitation 8): red objects are mostly circles; a fine-tune of the base
+    "bias": dict(FINE_TUNE, steps=200, shapes_options={"holdout": HOLDOUT, "correlation": BIAS}),
 }
-SMOKE_RECIPE = dict(steps=40, num_images=3000, eval_every=0)  # what probe_config(..., smoke=True) changes
+SMOKE_RECIPE = dict(steps=3, batch_size=16, num_images=200, eval_every=0)  # probe_config(..., smoke=True): seconds
 
-# Limitation 5 (data efficiency) needs runs on different numbers of distinct images, with the same number of steps.
-# Measured at 600 steps (2 idle cores, ~50 s each): 300 images -> 21% zero-shot top-1, 1000 -> 32%, 3000 -> 62%,
-# 50000 -> 72%. At 300 steps every size sat near 25%: too short a run to tell what the data is worth.
-DATA_EFFICIENCY = {"num_images": (300, 1000, 3000, 50000), "steps": 600, "recipe": "base"}
+# Limitation 5 (data efficiency): runs from scratch on different numbers of distinct images, the same steps each.
+# Measured at 600 steps of 256 pairs: 300 images -> 21% zero-shot top-1, 1000 -> 28%, 3000 -> 61%, 50000 -> 77%.
+# Shorter runs squeeze the curve: 600 steps of 64 pairs give 22% (300 images) and 29% (50000), 500 steps of 128
+# pairs 24% and 34%: too close to tell.
+DATA_EFFICIENCY = {"recipe": "base", "num_images": (300, 1000, 3000, 50000), "train": dict(steps=600, eval_every=0)}
 
 
-def probe_config(name: str, smoke: bool = False, **overrides) -> TrainConfig:
-    """RECIPES[name] as a TrainConfig of the shapes-tiny preset (smoke: SMOKE_RECIPE, 40 steps on 3000 images).
+def probe_config(name: str, smoke: bool = False, runs=None, **overrides) -> TrainConfig:
+    """RECIPES[name] as a TrainConfig of the shapes-tiny preset (smoke: SMOKE_RECIPE, 3 steps of 16 pairs).
 
-    overrides: any TrainConfig field, applied last (e.g. steps=600, num_images=3000 for DATA_EFFICIENCY).
+    runs: the folder that holds the probe runs; a fine-tune (a recipe with init_from) starts from runs/<its base>.
+    overrides: any TrainConfig field (e.g. num_images=3000 for DATA_EFFICIENCY); smoke's sizes win over them.
     """
     if name not in RECIPES:
         raise ValueError(f"unknown probe recipe {name!r}; known: {', '.join(RECIPES)}")
-    return TrainConfig.for_preset("shapes-tiny", **{**RECIPES[name], **(SMOKE_RECIPE if smoke else {}), **overrides})
+    recipe = {**RECIPES[name], **overrides, **(SMOKE_RECIPE if smoke else {})}
+    if recipe.get("init_from") in RECIPES:
+        if runs is None:
+            raise ValueError(f"probe recipe {name!r} fine-tunes the {recipe['init_from']!r} run: pass runs=, the "
+                             "folder that holds it")
+        recipe["init_from"] = str(Path(runs) / recipe["init_from"])
+    return TrainConfig.for_preset("shapes-tiny", **recipe)
+
+
+def train_probe_model(name: str, runs, smoke: bool = False, folder: str | None = None, progress: bool = True,
+                      eval_fn=None, **overrides) -> TrainResult:
+    """The run of RECIPES[name] in runs/folder (default: runs/name): loaded if finished, else trained.
+
+    A fine-tune first loads or trains its base in runs/<base>, and is trained again whenever that base is newer
+    than it (a base retrained with another recipe makes its fine-tunes stale). eval_fn, overrides: as train's.
+    """
+    runs = Path(runs)
+    cfg, out = probe_config(name, smoke, runs=runs, **overrides), runs / (folder or name)
+    base = RECIPES[name].get("init_from")
+    if base is not None:
+        base_run = train_probe_model(base, runs, smoke=smoke, progress=progress, eval_fn=eval_fn)
+        stale = (out / "run.json").is_file() and \
+            (out / "run.json").stat().st_mtime < (base_run.out / "model.safetensors").stat().st_mtime
+        if stale:
+            shutil.rmtree(out)  # trained from an older base: train it again
+    return load_or_train(cfg, out, progress=progress, eval_fn=eval_fn)

@@ -72,7 +72,7 @@ def spatial(model, tokenizer, per_kind: int = 100, seed: int = 0, score: Scorer 
     both the same and sits at chance; hard negatives (NegCLIP) teach word order. Here word order is harder than a
     first-order cue: the grammar also says "B to the right of A" for the same image, so the words of the swapped
     caption ("B left of A") come with the right answer too, and only order and relation word together decide
-    (recipes.RECIPES, RELATION_STEPS). per_kind images of each relation (relation_scenes). Reported:
+    (recipes.RECIPES: hard negatives fix it). per_kind images of each relation (relation_scenes). Reported:
       accuracy, accuracy_left_right, accuracy_above_below   true vs swapped caption (chance 0.5)
       four_way                   "A left of / right of / above / below B": pick the true one (chance 0.25)
       mirror_accuracy            left/right scenes: does the true caption score higher on the image than on its
