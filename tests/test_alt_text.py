@@ -2,8 +2,8 @@
 import numpy as np
 import pytest
 
-from miniclip.course.alt_text import (ALT_TEXT_TEMPLATES, CAPTIONS_PER_IMAGE, PHRASINGS, alt_text_world,
-                                      phrasing_shares, rewrite_captions, save_alt_text_cache)
+from miniclip.course.alt_text import (ALT_TEXT_TEMPLATES, CAPTIONS_PER_IMAGE, PHRASINGS, UNSEEN_TEMPLATES,
+                                      alt_text_world, phrasing_shares, rewrite_captions, save_alt_text_cache)
 from miniclip.data import shapes
 from miniclip.data.sources import load_pairs
 
@@ -55,7 +55,14 @@ def test_bare_labels_never_are_captions_and_class_words_are_ambiguous(world):
 def test_articles_and_templates():
     world = alt_text_world(300, seed=0)
     assert not any(c.startswith(("a photo of a three", "just a two", "a photo of a orange")) for c in world.captions)
-    assert all(t.count("{}") == 1 for t in ALT_TEXT_TEMPLATES)
+    assert all(t.count("{}") == 1 for t in ALT_TEXT_TEMPLATES + UNSEEN_TEMPLATES)
+
+
+def test_the_ensemble_is_the_twelve_phrasings_and_the_unseen_templates_none():
+    shares = phrasing_shares([t.format("red circle") for t in ALT_TEXT_TEMPLATES])
+    assert shares["other"] == 0 and all(shares[name] == 1 / len(PHRASINGS) for name in PHRASINGS)
+    assert "a photo of a {}." in ALT_TEXT_TEMPLATES  # the one template is one of the ensemble's phrasings
+    assert phrasing_shares([t.format("red circle") for t in UNSEEN_TEMPLATES])["other"] == 1
 
 
 def test_deterministic():

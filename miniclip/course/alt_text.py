@@ -11,6 +11,7 @@ it built into the data:
     data = alt_text_world(20_000, seed=0)          # PairedData: the same images, alt-text captions
     save_alt_text_cache(runs / "alt-text", 20_000)  # a cache folder: TrainConfig(data=that folder) trains on it
     phrasing_shares(data.captions)                  # {"clipart": 0.08, ...}: no phrasing dominates
+    ALT_TEXT_TEMPLATES                              # the twelve phrasings as zero-shot templates: the ensemble
 
 The class names stay those of shapes.class_names() ("red circle"): as a caption on its own a bare label is a
 phrasing the model never read, and two of its words are ambiguous here.
@@ -46,12 +47,12 @@ PHRASINGS = {
 TAGS = ("square crop", "circle crop", "5 star", "cross-posted", "heart it")
 TAG_RATE = 0.5
 
-# Zero-shot prompts for this world: each on its own is one guess at how the web writes a class; the ensemble
-# averages them (six are phrasings of the captions, three are not).
-ALT_TEXT_TEMPLATES = [
-    "a photo of a {}.", "{} clipart", "stock image of a {}", "my {} drawing", "free {} vector art", "{} doodle",
-    "a picture of a {}.", "an image of a {}.", "{} illustration",
-]
+# Zero-shot prompts for this world. The ensemble is the captions' twelve phrasings written as templates, the way
+# the paper's 80 templates imitate web alt-text: "a photo of a {}." is one of them, so the one template and the
+# ensemble are on an equal footing (both read in training); only the averaging differs. UNSEEN_TEMPLATES are
+# phrasings a student might write that no caption uses.
+ALT_TEXT_TEMPLATES = [p.replace("{a}", "a {}").replace("{n}", "4521") for p in PHRASINGS.values()]
+UNSEEN_TEMPLATES = ["a picture of a {}.", "an image of a {}.", "a drawing of a {}.", "{} illustration"]
 CAPTIONS_PER_IMAGE = 2
 
 

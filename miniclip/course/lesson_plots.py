@@ -1,7 +1,7 @@
 """Figures of lessons 3 and 5 that need more than a few lines of matplotlib.
 
     fig = plot_temperature_sweep(runs)                 # lesson 3: fixed temperatures against a learned one
-    fig = plot_prompt_styles(top1, single, chance)      # lesson 5: bare label, one template, ensemble
+    fig = plot_prompt_styles(top1, single, chance, seen)  # lesson 5: bare label, one template, ensemble
 
 Every function takes numbers the notebook computed and returns a matplotlib Figure (title, labelled axes).
 """
@@ -53,15 +53,22 @@ def plot_temperature_sweep(runs: dict, title: str = "Training at a fixed tempera
 
 
 def plot_prompt_styles(top1: dict, single: dict, chance: float, seen: set, ensemble_label: str = "ensemble",
-                       title: str = "Three prompt styles"):
+                       title: str = "Three prompt styles", paired: list | None = None):
     """top1: {style: accuracy 0..1} for bare label / one template / ensemble; single: {template: accuracy} of each
-    template alone; seen: the templates that are phrasings of the training captions -> a Figure of two panels."""
+    template alone; seen: the templates that are phrasings of the training captions; paired: optional
+    [(i, j, only_i, only_j, p)] (paired_counts of styles i and j, by position), drawn as brackets over the bars
+    -> a Figure of two panels."""
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(12, 4.6), gridspec_kw={"width_ratios": [3, 4]})
-    bars = ax1.bar(list(top1), [100 * v for v in top1.values()], color=["tab:gray", "tab:blue", "tab:green"])
+    heights = [100 * v for v in top1.values()]
+    bars = ax1.bar(list(top1), heights, color=["tab:gray", "tab:blue", "tab:green"])
     ax1.bar_label(bars, fmt="%.1f%%")
+    for level, (i, j, only_i, only_j, p) in enumerate(paired or []):
+        y = max(heights) + 8 + 9 * level  # above the bars and their labels, one row per pair
+        ax1.plot([i, i, j, j], [y - 2, y, y, y - 2], color="black", linewidth=1)
+        ax1.text((i + j) / 2, y + 0.8, f"{only_i} vs {only_j} images, p = {p:.1g}", ha="center", fontsize=8)
     ax1.axhline(100 * chance, linestyle="--", color="black", linewidth=1)
     ax1.text(len(top1) - 0.55, 100 * chance + 1.5, f"chance {100 * chance:.1f}%", ha="right", va="bottom", fontsize=8)
-    ax1.set(ylabel="top-1 accuracy (%)", ylim=(0, 105), title=title)
+    ax1.set(ylabel="top-1 accuracy (%)", ylim=(0, max(105, max(heights) + 14 + 9 * len(paired or []))), title=title)
     order = sorted(single, key=single.get)
     bars = ax2.barh(range(len(order)), [100 * single[t] for t in order],
                     color=["tab:blue" if t in seen else "tab:orange" for t in order])
