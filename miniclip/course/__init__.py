@@ -17,7 +17,8 @@
     objective_runs.py     training the three objectives alike and reading their zero-shot curves (9)
     maps.py               attention and occlusion maps on the patch grid (9)
     scaling.py            FLOPs per pair and the power-law fit of a scaling sweep (9)
-    standins.py           offline stand-ins in the real formats: COCO, Karpathy, Hub parquet, CIFAR-10, a tiny CLIP
+    standins.py           offline stand-ins in the real formats: COCO, Karpathy, Hub parquet, CIFAR-10
+    standin_clip.py       a tiny randomly initialised transformers CLIP, with its BPE tokenizer files
     setup.py              the repository URL of the badges and setup cells (`python -m miniclip.course.setup set-url`)
 
 It imports the probes and the library; nothing below it imports the course.

@@ -26,11 +26,10 @@ miniclip.hf and transformers; nothing here is read by code made for the stand-in
         real config fields, its image processor and a CLIP tokenizer, as save_pretrained writes them
     OUT/manifest.json                              what was built, written last: it means "finished"
 
-Every image exists once, as the same JPEG bytes under each format's name for it (the 2014 and 2017 releases
-are the same photographs): a shapes scene drawn at 128 px, resized onto a photo-sized canvas (640x480,
-480x640, 500x375, ...), with 2% greyscale ("L") and 2% CMYK JPEGs as COCO has, each with 5 captions. The
-Karpathy split is 80% train (a third of it "restval", from val2014) / 10% val / 10% test; the Hub repositories
-follow it; val2017 holds the test images (the real val2017 is another 5,000 images of val2014).
+Every image exists once, as the same JPEG bytes under each format's name for it: a shapes scene drawn at 128 px
+on a photo-sized canvas (640x480, 480x640, ...), 2% greyscale and 2% CMYK as in COCO, with 5 captions (every
+4th image's also say who drew it and where, in the words of COCO's gender probe). The Karpathy split is 80% train
+(a third "restval") / 10% val / 10% test; the Hub repositories follow it; val2017 holds the test images.
 """
 from __future__ import annotations
 
@@ -38,21 +37,19 @@ import io
 import json
 import re
 import shutil
-import tempfile
 import zipfile
 from collections import Counter
-from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
-import torch
 from PIL import Image
 
 from miniclip.checkpoint import atomic_write_json
-from miniclip.data import CLIP_MEAN, CLIP_STD
+from miniclip.course.standin_clip import no_progress_bars, write_tiny_clip
 from miniclip.data.shapes import describe, make_scene, render
+from miniclip.probes.social_bias import GENDER_CONTEXTS
 
-FORMAT = "miniclip-standins/1"  # the manifest's "format": what says a folder is a finished build of this module
+FORMAT = "miniclip-standins/2"  # the manifest's "format": what says a folder is a finished build of this module
 PARTS = ("coco", "karpathy", "hub", "cifar10", "clip-vit-base-patch32")  # the folders a build writes
 BUILDING = ".building.json"  # present while a build runs: a rerun with the same arguments starts over
 RENDER_SIZE = 128  # pixels: a scene is drawn at this square size, then resized onto its photo canvas
@@ -95,6 +92,16 @@ def _captions(scene, rng: np.random.Generator) -> list[str]:
     return [c[0].upper() + c[1:] for c in captions[:CAPTIONS_PER_IMAGE]]
 
 
+def _with_a_person(captions: list[str], i: int) -> list[str]:
+    """Every 4th image's captions say who drew it and where, woman and man in turn, in one of four contexts (so a
+    200-image val split has >= 5 images per context): COCO's gender probe then has groups to count. Set by i, not
+    drawn from the random stream, so every other byte of the stand-ins stays as it was."""
+    if i % 4:
+        return captions
+    person, context = ("woman", "man")[i // 4 % 2], list(GENDER_CONTEXTS.values())[i // 8 % 4][0]
+    return [f"{c.removesuffix('.')}, drawn by a {person} at the {context}." for c in captions]
+
+
 def _karpathy_splits(n: int, rng: np.random.Generator) -> list[str]:
     """Karpathy split of each of n images: 10% test, 10% val, the rest train, a third of which is restval."""
     n_test = n_val = max(1, n // 10)
@@ -119,7 +126,7 @@ def make_images(n: int, seed: int = 0) -> list[dict]:
         mode = {5: "L", 17: "CMYK"}.get(i % 50, "RGB")  # in every 50 images one greyscale and one CMYK JPEG
         jpeg = _jpeg(_photo(pixels, size, rng), mode, quality=int(rng.integers(75, 96)))
         out.append({"cocoid": int(cocoids[i]), "jpeg": jpeg, "width": size[0], "height": size[1], "mode": mode,
-                    "captions": _captions(scene, rng), "split": splits[i]})
+                    "captions": _with_a_person(_captions(scene, rng), i), "split": splits[i]})
     return out
 
 
@@ -188,18 +195,6 @@ def write_karpathy(images: list[dict], root: Path) -> list[dict]:
     return entries
 
 
-@contextmanager
-def _no_progress_bars(library):
-    """datasets' or transformers.utils.logging's progress bars off for a few small writes, then as they were."""
-    was_on = library.is_progress_bar_enabled()
-    library.disable_progress_bar()
-    try:
-        yield
-    finally:
-        if was_on:
-            library.enable_progress_bar()
-
-
 def write_hub(images: list[dict], entries: list[dict], root: Path) -> dict:
     """hub/COCO_captions_<split>/data/<split>-0000k-of-0000n.parquet, one row per image. Returns the file names."""
     import datasets  # here, not at the top: slow to import (~1 s), and only the parquet files need it
@@ -219,7 +214,7 @@ def write_hub(images: list[dict], entries: list[dict], root: Path) -> dict:
             table = datasets.Dataset.from_dict(columns).cast_column("image", datasets.Image())  # the struct
             path = root / f"COCO_captions_{hub_split}" / "data" / f"{hub_split}-{k:05d}-of-{len(shards):05d}.parquet"
             path.parent.mkdir(parents=True, exist_ok=True)
-            with _no_progress_bars(datasets):
+            with no_progress_bars(datasets):
                 table.to_parquet(str(path))
             files[hub_split].append(str(path.relative_to(root.parent)))
     return files
@@ -253,91 +248,6 @@ def load_cifar10_standin(out) -> tuple[np.ndarray, np.ndarray, list[str]]:
         raise FileNotFoundError(f"no CIFAR-10 stand-in in {out}: build one with `miniclip standins {out}`")
     images, labels = np.load(root / "test_images.npy"), np.load(root / "test_labels.npy")
     return images, labels, json.loads((root / "classes.json").read_text())
-
-
-# ----------------------------------------------------------------------------------------------- a tiny CLIP
-
-
-def byte_table() -> dict[int, str]:
-    """CLIP's (and GPT-2's) byte-level alphabet: byte value -> one printable character, in vocabulary order
-    (the printable bytes as themselves first, then the others mapped above 255)."""
-    printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
-    others = [b for b in range(256) if b not in printable]
-    return {**{b: chr(b) for b in printable}, **{b: chr(256 + k) for k, b in enumerate(others)}}
-
-
-def learn_merges(texts, max_merges: int = 2000) -> list[tuple[str, str]]:
-    """Byte-pair merges learned from texts the way CLIP's were: lower-case words, "</w>" on each word's last
-    symbol; the most frequent pair is merged until none occurs twice (ties: the first in sorted order)."""
-    symbol = byte_table()
-    words = Counter(w for t in texts for w in re.findall(r"'s|'t|'re|'ve|'m|'ll|'d|[^\W\d_]+|\d|[^\s\w]+", t.lower()))
-    pieces = {}
-    for w, n in words.items():
-        chars = [symbol[b] for b in w.encode("utf-8")]
-        pieces[tuple(chars[:-1] + [chars[-1] + "</w>"])] = n
-    merges = []
-    while len(merges) < max_merges:
-        pairs = Counter()
-        for word, n in pieces.items():
-            for pair in zip(word, word[1:]):
-                pairs[pair] += n
-        if not pairs or max(pairs.values()) < 2:
-            break
-        best = min(pairs, key=lambda p: (-pairs[p], p))
-        merges.append(best)
-        pieces = {_merge(word, best): n for word, n in pieces.items()}
-    return merges
-
-
-def _merge(word: tuple, pair: tuple) -> tuple:
-    out, i = [], 0
-    while i < len(word):
-        if i + 1 < len(word) and (word[i], word[i + 1]) == pair:
-            out.append(word[i] + word[i + 1])
-            i += 2
-        else:
-            out.append(word[i])
-            i += 1
-    return tuple(out)
-
-
-def write_tiny_clip(folder: Path, texts, seed: int) -> dict:
-    """A tiny randomly initialised transformers.CLIPModel with openai/clip-vit-base-patch32's config fields,
-    image processor and tokenizer files. Its vocabulary is laid out as CLIP's: 256 bytes, the 256 bytes + "</w>",
-    one entry per merge, then <|startoftext|> and <|endoftext|> (the highest id, where the text feature is read)."""
-    import transformers  # here, not at the top: slow to import (seconds), and only this stand-in needs it
-
-    merges = learn_merges(texts)
-    alphabet = list(byte_table().values())
-    tokens = alphabet + [s + "</w>" for s in alphabet] + ["".join(m) for m in merges]
-    tokens += ["<|startoftext|>", "<|endoftext|>"]
-    vocab = {t: i for i, t in enumerate(dict.fromkeys(tokens))}  # a merge may repeat a token: keep the first
-    with tempfile.TemporaryDirectory() as tmp:  # the original files, read back by transformers' own loader
-        (Path(tmp) / "vocab.json").write_text(json.dumps(vocab, ensure_ascii=False), encoding="utf-8")
-        (Path(tmp) / "merges.txt").write_text("#version: 0.2\n" + "".join(f"{a} {b}\n" for a, b in merges),
-                                              encoding="utf-8")  # fmt: skip
-        (Path(tmp) / "tokenizer_config.json").write_text(json.dumps({"model_max_length": 77, "do_lower_case": True}))
-        tokenizer = transformers.CLIPTokenizer.from_pretrained(tmp)
-    hidden = dict(hidden_size=32, intermediate_size=128, num_hidden_layers=2, num_attention_heads=2,
-                  hidden_act="quick_gelu", layer_norm_eps=1e-5, projection_dim=32)
-    # bos 0, pad 1, eos 2 are the real checkpoint's text ids; transformers reads eos 2 as "pool at the highest id"
-    text = dict(vocab_size=len(vocab), max_position_embeddings=77, bos_token_id=0, pad_token_id=1, eos_token_id=2,
-                **hidden)  # fmt: skip
-    config = transformers.CLIPConfig(text_config=text, vision_config=dict(image_size=32, patch_size=8, **hidden),
-                                     projection_dim=32, logit_scale_init_value=2.6592)  # fmt: skip
-    with torch.random.fork_rng(devices=[]):  # a seeded initialisation that leaves the caller's generator alone
-        torch.manual_seed(seed)
-        model = transformers.CLIPModel(config)
-    with _no_progress_bars(transformers.utils.logging):
-        model.save_pretrained(folder)
-    image_processor = transformers.CLIPImageProcessor(
-        size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}, do_resize=True, do_center_crop=True,
-        resample=3, do_rescale=True, rescale_factor=1 / 255, do_normalize=True, do_convert_rgb=True,
-        image_mean=list(CLIP_MEAN), image_std=list(CLIP_STD),
-    )  # fmt: skip
-    transformers.CLIPProcessor(image_processor=image_processor, tokenizer=tokenizer).save_pretrained(folder)
-    image_processor.save_pretrained(folder)  # preprocessor_config.json too, as the real repository has
-    return {"vocab_size": len(vocab), "merges": len(merges), "parameters": sum(p.numel() for p in model.parameters())}
 
 
 # ----------------------------------------------------------------------------------------------- the whole set
