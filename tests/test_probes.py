@@ -201,7 +201,6 @@ def test_probe_recipes_make_train_configs(tmp_path):
             assert cfg.init_from == str(tmp_path / "base") and cfg.steps <= base.steps / 2
             with pytest.raises(ValueError, match="runs="):
                 probes.probe_config(name)
-    assert probes.RECIPES["bias"]["init_from"] == "base"
     hard = probes.probe_config("hard_negatives", runs=tmp_path)
     assert hard.hard_negatives and not any(probes.probe_config(n, runs=tmp_path).hard_negatives
                                            for n in ("base", "words", "bias"))
@@ -214,7 +213,9 @@ def test_probe_recipes_make_train_configs(tmp_path):
         probes.probe_config("nope")
 
 
-def test_train_probe_model_trains_the_base_first_then_loads_and_retrains_a_stale_fine_tune(tmp_path):
+def test_train_probe_model_trains_the_base_first_then_loads_and_retrains_a_stale_fine_tune(tmp_path, monkeypatch):
+    from miniclip.probes.recipes import FINE_TUNE, RECIPES
+    monkeypatch.setitem(RECIPES, "bias", dict(FINE_TUNE, steps=200, shapes_options=RECIPES["bias"]["shapes_options"]))
     quiet = dict(smoke=True, progress=False, eval_fn=lambda m, t: {})
     tuned = probes.train_probe_model("bias", tmp_path, **quiet)
     assert (tmp_path / "base" / "model.safetensors").is_file() and tuned.out == tmp_path / "bias"

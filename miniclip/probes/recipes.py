@@ -1,13 +1,14 @@
 """The probe models: training recipes (overrides of miniclip.config.TrainConfig) for the lessons' failure modes.
 
-    run = train_probe_model("bias", runs)    # loads runs/bias, or trains it (and runs/base first: it fine-tunes it)
-    cfg = probe_config("bias", runs=runs)    # the TrainConfig itself; init_from = runs/base
+    run = train_probe_model("bias", runs)    # loads runs/bias, or trains it (a fine-tune's base first)
+    cfg = probe_config("bias", runs=runs)    # the TrainConfig itself
     cfg = probe_config("base", smoke=True)   # 3 steps of 16 pairs: seconds, for tests
 
 One shared `base` run and three variants of it, each with one change. A variant with init_from="base" is a short
 fine-tune: it starts from the base's weights and tokenizer (TrainConfig.init_from) with a fresh short warmup and
-cosine schedule (NegCLIP, too, fine-tunes a trained CLIP); the others train from scratch (the comments below say
-why, with what was measured).
+cosine schedule (NegCLIP, too, fine-tunes a trained CLIP). All three variants here train from scratch: fine-tunes
+of the base did not keep their verdicts (the comments below give what was measured); FINE_TUNE is the recipe to
+start from when trying again.
 """
 from __future__ import annotations
 
@@ -27,8 +28,9 @@ RELATION_MIX = (0.2, 0.7, 0.1)
 
 # What each variant measures decides whether it can be a short fine-tune of the base (measured on 2 CPU cores, a
 # 1000-step shapes-tiny run as the base; full probe sets unless said otherwise):
-# - bias: 200 fine-tuning steps plant the correlation: the "6 shapes + 'red circle'" gap is +37 points (+19 for
-#   the unbiased main model), the gaps of the plain class designs stay within 1 point.
+# - bias: a fine-tune plants the correlation only from a strong base: 200 steps from the 1000-step main run gave a
+#   "6 shapes + 'red circle'" gap of +37 points (+19 for the main run itself), but from the HOLDOUT base (also 1000
+#   steps) +18, no wider than the main run's. From scratch (1000 steps, as below) the gap is +50.
 # - words: a fine-tune does not learn to read. The base already tells shapes apart, so a written word that always
 #   names the shape adds nothing: after 200 steps (word_match 1.0) a wrong word flips 0.4% of right answers, after
 #   300 steps with word_match 0.5 (reading needed for the caption's "with the word X") 6%. From scratch, reading
@@ -49,8 +51,8 @@ RECIPES = {
     # + 65% of the single-object images carry their shape's name, written on them: the model learns to read, and
     #   as the word is always right, reading is a shortcut it comes to trust (the typographic attack); from scratch
     "words": dict(eval_every=0, word_fraction=0.65, shapes_options={"holdout": HOLDOUT, "word_match": 1.0}),
-    # + a planted correlation (limitation 8): red objects are mostly circles; a fine-tune of the base
-    "bias": dict(FINE_TUNE, steps=200, shapes_options={"holdout": HOLDOUT, "correlation": BIAS}),
+    # + a planted correlation (limitation 8): red objects are mostly circles; from scratch (see above)
+    "bias": dict(eval_every=0, shapes_options={"holdout": HOLDOUT, "correlation": BIAS}),
 }
 SMOKE_RECIPE = dict(steps=3, batch_size=16, num_images=200, eval_every=0)  # probe_config(..., smoke=True): seconds
 
