@@ -6,11 +6,12 @@ a word on it) and know the right answer. Every probe returns a plain dict of num
 by guessing under "chance", so a result always reads against a baseline.
 
     limitation (the paper)                          probe                               module
-    1  zero-shot below the supervised state of art  supervised_vs_zeroshot              robustness (cnn, linear)
+    1  zero-shot below the supervised state of art  supervised_vs_zeroshot, where_task  robustness, position (cnn)
     2  systematic and fine-grained tasks            counting, spatial, word_order       systematic
                                                     (shapes_word_order), binding,
                                                     fine_grained
-    3  truly out-of-distribution data               distribution_shift, typographic     robustness
+    3  truly out-of-distribution data               distribution_shift, typographic,    robustness
+                                                    effective_robustness
     4  chooses a caption, cannot generate one       choose_not_generate                 captioning
     5  poor data efficiency                         learning_curve, data_efficiency     efficiency
     6  validation sets queried many times           validation_reuse                    benchmarks
@@ -25,8 +26,8 @@ by guessing under "chance", so a result always reads against a baseline.
     run_probes(model, tokenizer, only=("2_counting", "2_binding"))   # some of them
 
 From a shell: `miniclip probe RUN_DIR --json [--smoke]`. The probe models a lesson needs (with and without
-hard negatives, with words in the images, with a planted bias) are in RECIPES: one base run and three short
-fine-tunes of it; `train_probe_model(name, runs)` loads or trains one (and its base), `probe_config(name)` is its
+hard negatives, with words in the images, with a planted bias) are in RECIPES: one base run and three variants
+of it; `train_probe_model(name, runs)` loads or trains one (a fine-tune's base first), `probe_config(name)` is its
 TrainConfig.
 
 Conventions: accuracies and rates are fractions (0..1); "n_*" are counts; set sizes are keyword arguments whose
@@ -44,7 +45,9 @@ from miniclip.probes.cnn import TinyCNN, cnn_predict, labelled_shapes, train_sha
 from miniclip.probes.efficiency import data_efficiency, few_shot, first_reaching, history_curve, learning_curve
 from miniclip.probes.recipes import (BIAS, DATA_EFFICIENCY, HOLDOUT, RECIPES, RELATION_MIX, SMOKE_RECIPE, probe_config,
                                      train_probe_model)
-from miniclip.probes.robustness import distribution_shift, supervised_vs_zeroshot, typographic
+from miniclip.probes.position import where_task
+from miniclip.probes.robustness import (distribution_shift, effective_robustness, supervised_baselines,
+                                        supervised_vs_zeroshot, typographic)
 from miniclip.probes.scoring import (average, caption_scores, choice_credit, classify, draw_scenes, model_scorer,
                                      probe_data_seed)
 from miniclip.probes.social_bias import (GENDER_CONTEXTS, GENDER_WORDS, bias, caption_gender, caption_words,

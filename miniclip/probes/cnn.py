@@ -20,37 +20,41 @@ from miniclip.train import lr_at, seed_everything
 
 
 class TinyCNN(nn.Module):
-    """Three 3x3 convolutions (16, 32, 64 channels; the last two stride 2), global max pooling, a linear layer.
+    """Three 3x3 convolutions (16, 32, 64 channels; the last two stride 2), max pooling, a linear layer.
 
-    Max pooling asks "is this pattern anywhere in the image?", which suits objects at random positions: with
-    average pooling the same network learns shapes far more slowly.
+    grid = 1 (the default) pools globally: max pooling asks "is this pattern anywhere in the image?", which suits
+    objects at random positions (with average pooling the same network learns shapes far more slowly), and throws
+    away *where*. grid = 2 keeps the maximum of each quarter of the image, so the head can also tell where.
     """
 
-    def __init__(self, num_classes: int, channels=(16, 32, 64)):
+    def __init__(self, num_classes: int, channels=(16, 32, 64), grid: int = 1):
         super().__init__()
         layers, c_in = [], 3
         for i, c in enumerate(channels):
             layers += [nn.Conv2d(c_in, c, 3, stride=1 if i == 0 else 2, padding=1), nn.BatchNorm2d(c), nn.GELU()]
             c_in = c
         self.features = nn.Sequential(*layers)
-        self.head = nn.Linear(c_in, num_classes)
+        self.grid = grid
+        self.head = nn.Linear(c_in * grid * grid, num_classes)
         self.image_size = 32
 
     def forward(self, x):  # x: [B, 3, 32, 32] normalised -> logits [B, K]
-        return self.head(self.features(x).amax(dim=(2, 3)))  # max over positions: [B, 64] -> [B, K]
+        pooled = F.adaptive_max_pool2d(self.features(x), self.grid)  # max per cell: [B, 64, grid, grid]
+        return self.head(pooled.flatten(1))  # [B, 64 * grid * grid] -> [B, K]
 
 
 def train_supervised_cnn(images, labels, num_classes: int, steps: int = 300, batch_size: int = 64,
-                         lr: float = 5e-3, seed: int = 0) -> TinyCNN:
+                         lr: float = 5e-3, seed: int = 0, grid: int = 1) -> TinyCNN:
     """Train a TinyCNN with cross-entropy on labelled images (uint8 [N, S, S, 3], labels [N]); seeded, CPU.
 
     AdamW with miniclip.train's cosine schedule (lr_at, here without warmup): lr at step 0, 0 at `steps`.
+    grid: the TinyCNN's pooling grid (1: what, anywhere; 2: also where).
     Seeding goes through seed_everything, which also reseeds Python's and numpy's global generators.
     """
     schedule = TrainConfig(steps=steps, lr=lr, warmup_steps=0)  # only what lr_at reads
     with torch.random.fork_rng(devices=[]):  # leave the caller's torch random state alone
         seed_everything(seed)
-        model = TinyCNN(num_classes)
+        model = TinyCNN(num_classes, grid=grid)
         x = prepare_images(images, model.image_size)  # [N, 3, 32, 32]
         y = torch.as_tensor(labels, dtype=torch.long)
         optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)

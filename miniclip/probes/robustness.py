@@ -4,10 +4,14 @@ out-of-distribution data, and reads the words written on an image (the typograph
     supervised_vs_zeroshot(model, tokenizer)     # zero-shot vs linear probe vs supervised CNN, normal images
     distribution_shift(model, tokenizer)         # the same three on every rendition (sketch, texture, ...)
     typographic(model, tokenizer)["flip_rate"]   # how often a written word changes the prediction
+    baselines = supervised_baselines()           # TinyCNNs of several qualities, normal and shifted
+    effective_robustness(shift, baselines)       # each method's distance above the baselines' trend line
 """
 from __future__ import annotations
 
+import numpy as np
 import torch
+from tqdm.auto import tqdm
 
 from miniclip.data import shapes
 from miniclip.data.shapes import RENDITIONS, SHAPES, class_names
@@ -110,3 +114,78 @@ def typographic(model, tokenizer, per_class: int = 20, seed: int = 0, word: str 
         "n": len(labels),
         "chance": 1 / len(class_names()),
     }
+
+
+# ----------------------------------------------------------------------------------------------
+# Effective robustness (Taori et al. 2020; the paper's section 3.3 and Fig. 13)
+
+
+def supervised_baselines(per_class: int = 20, train_per_class: int = 50, steps=(20, 40, 80, 160, 300, 600),
+                         seed: int = 0, image_size: int = 32, progress: bool = False) -> dict:
+    """Supervised models of several qualities, each measured on normal and on shifted images: the trend's points.
+
+    One TinyCNN per entry of `steps`, all on the same labelled_shapes (a short cosine schedule leaves a CNN
+    worse). The test sets are distribution_shift's (same seed and per_class), so the points compare with its
+    methods. Returns {"steps", "normal", "shifted_mean" (lists, one per CNN, 0..1), "per_rendition", "chance"}.
+    progress: a bar over the CNNs (seconds each on a CPU; the cost grows with the steps).
+    """
+    sets = {r: shapes.single_object_set(per_class, seed=probe_data_seed(seed, 3), image_size=image_size, rendition=r)
+            for r in RENDITIONS}
+    shifted = [r for r in RENDITIONS if r != "normal"]
+    out = {"steps": list(steps), "normal": [], "shifted_mean": [], "per_rendition": []}
+    for n_steps in tqdm(steps, desc="supervised baselines", disable=not progress, leave=False):
+        cnn = train_shapes_cnn(train_per_class, n_steps, seed, image_size)
+        accuracy = {r: average(cnn_predict(cnn, data.images).numpy() == labels) for r, (data, labels) in sets.items()}
+        out["normal"].append(accuracy["normal"])
+        out["shifted_mean"].append(average([accuracy[r] for r in shifted]))
+        out["per_rendition"].append(accuracy)
+    return out | {"chance": 1 / len(class_names())}
+
+
+def logit(p, eps: float = 1e-3):
+    """log(p / (1 - p)) of accuracies in 0..1, clipped to [eps, 1 - eps] so that 0% and 100% stay finite."""
+    p = np.clip(np.asarray(p, dtype=np.float64), eps, 1 - eps)
+    return np.log(p / (1 - p))
+
+
+def fit_trend(normal, shifted) -> tuple[float, float]:
+    """The least-squares line logit(shifted) = slope * logit(normal) + intercept through accuracies (0..1).
+
+    Points that all share one normal accuracy (tiny smoke-test models) give no slope: the line is then flat.
+    """
+    x, y = logit(normal), logit(shifted)
+    if np.ptp(x) < 1e-9:
+        return 0.0, float(y.mean())
+    slope, intercept = np.polyfit(x, y, deg=1)
+    return float(slope), float(intercept)
+
+
+def on_trend(normal, line: tuple[float, float]):
+    """The shifted accuracy (0..1) the trend line predicts for a normal accuracy (0..1)."""
+    slope, intercept = line
+    return 1 / (1 + np.exp(-(slope * logit(normal) + intercept)))
+
+
+def effective_robustness(shift: dict, baselines: dict) -> dict:
+    """Each method's shifted accuracy minus what the supervised baselines' trend predicts at its normal accuracy.
+
+    shift: distribution_shift's result; baselines: supervised_baselines's. The trend is fitted in logit-transformed
+    accuracy, as Taori et al. do (a straight line on Fig. 13's logit axes); the distance is read back in accuracy
+    (0..1; positive = above the line = more robust than supervised models of the same accuracy). Returns
+    {"line": (slope, intercept), "r2": how much of the baselines' spread in logit(shifted) the line explains,
+    "baseline_range": (min, max) normal accuracy, method: {"normal", "shifted",
+    "on_trend", "effective_robustness", "extrapolated"}} for zero_shot, linear_probe and supervised_cnn;
+    extrapolated says the method's normal accuracy lies outside the baselines' range.
+    """
+    line = fit_trend(baselines["normal"], baselines["shifted_mean"])
+    low, high = min(baselines["normal"]), max(baselines["normal"])
+    x, y = logit(baselines["normal"]), logit(baselines["shifted_mean"])
+    residual = y - (line[0] * x + line[1])  # in logit units, where the line was fitted
+    r2 = 1 - float((residual ** 2).sum() / max(((y - y.mean()) ** 2).sum(), 1e-12))
+    out = {"line": line, "r2": r2, "baseline_range": (low, high)}
+    for method in ("zero_shot", "linear_probe", "supervised_cnn"):
+        normal, shifted = shift[method]["normal"], shift[f"{method}_shifted_mean"]
+        expected = float(on_trend(normal, line))
+        out[method] = {"normal": normal, "shifted": shifted, "on_trend": expected,
+                       "effective_robustness": shifted - expected, "extrapolated": not low <= normal <= high}
+    return out
