@@ -61,7 +61,8 @@ def main() -> None:
     for name, first, again in rows:
         print(f"| {name} | {seconds(first)} | {seconds(again) if args.again else ''} |")
     total = sum(r[1] or 0 for r in rows)
-    print(f"| all (failed ones not counted) | {total:.0f} | {sum(r[2] or 0 for r in rows) if args.again else ''} |")
+    again = f"{sum(r[2] or 0 for r in rows):.0f}" if args.again else ""
+    print(f"| all (failed ones not counted) | {total:.0f} | {again} |")
 
 
 if __name__ == "__main__":
