@@ -101,7 +101,8 @@ def test_resume_after_interruption_is_byte_identical(tmp_path, jpeg_factory, cap
 
 
 _SLOW_BUILD = """
-import sys, time
+import signal, sys, time
+signal.signal(signal.SIGINT, signal.default_int_handler)  # Ctrl-C raises, even if a background launcher ignored it
 sys.path[:0] = {paths!r}
 from conftest import make_jpeg
 from miniclip.data.cache import build_cache
