@@ -119,15 +119,20 @@ class VisionTransformer(nn.Module):
             raise ValueError(
                 f"expected images of shape [batch, 3, {self.image_size}, {self.image_size}], got {list(images.shape)}"
             )
+        x = self.embed(images)  # [B, 1 + grid*grid, width]
+        first = torch.zeros(x.shape[0], dtype=torch.long, device=x.device)  # [B]: the class token, token 0
+        x = read_token(self.blocks, x, first)  # [B, width]: the blocks' output at the class token
+        return self.ln_post(x) @ self.proj  # [B, width] -> [B, embed_dim]
+
+
+    def embed(self, images: torch.Tensor) -> torch.Tensor:
+        """images [B, 3, H, W] -> the tokens the blocks read [B, 1 + grid*grid, width]: class token, then patches."""
         x = self.stem(images) if self.stem is not None else images
         x = self.conv1(x)  # [B, width, grid, grid]
         x = x.flatten(2).transpose(1, 2)  # [B, grid*grid, width]: one token per patch
         cls = self.class_embedding.to(x.dtype).expand(x.shape[0], 1, -1)  # [B, 1, width]
         x = torch.cat([cls, x], dim=1) + self.positional_embedding.to(x.dtype)  # [B, 1 + grid*grid, width]
-        x = self.ln_pre(x)
-        first = torch.zeros(x.shape[0], dtype=torch.long, device=x.device)  # [B]: the class token, token 0
-        x = read_token(self.blocks, x, first)  # [B, width]: the blocks' output at the class token
-        return self.ln_post(x) @ self.proj  # [B, width] -> [B, embed_dim]
+        return self.ln_pre(x)
 
 
 class TextTransformer(nn.Module):

@@ -303,6 +303,25 @@ def plot_gender_associations(result: dict, title: str = "Gendered captions again
     return fig
 
 
+def bar_chart(values: dict, chance=None, title: str = "", ylabel: str = "accuracy (%)", ax=None, colors=None):
+    """Bars of fractions {label: 0..1} drawn in percent, each value written on top; chance: one number or one per
+    bar (a dashed line over each bar)."""
+    if ax is None:
+        _, ax = plt.subplots(figsize=(max(5.5, 1.5 * len(values) + 1.5), 3.8))
+    x = np.arange(len(values))
+    bars = ax.bar(x, [100 * v for v in values.values()], color=colors)
+    ax.bar_label(bars, fmt="%.0f%%", fontsize=8)
+    if chance is not None:
+        chance = np.broadcast_to(np.asarray(chance, dtype=float), (len(values),))
+        ax.hlines(100 * chance, x - 0.42, x + 0.42, colors="black", linestyles="--", label="chance")
+        ax.legend(loc="upper right", fontsize=8)
+    ax.set_xticks(x, list(values), fontsize=8)
+    ax.set(ylim=(0, 125), ylabel=ylabel, title=title)  # room above 100% for the labels and the legend
+    ax.set_yticks(range(0, 101, 20))
+    ax.figure.tight_layout()
+    return ax.figure
+
+
 def save_figure(fig: plt.Figure, path, dpi: int = 120):
     """Write fig to path atomically (PNG unless the suffix names another format: .pdf, .svg); returns the Path."""
     path = Path(path)

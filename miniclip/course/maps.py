@@ -24,15 +24,10 @@ def class_token_attention(visual: VisionTransformer, images: torch.Tensor) -> to
     """images [B, 3, H, W], normalised -> attention of the class token to each patch [B, layers, grid, grid],
     averaged over heads (each map sums to 1 minus what the class token gives itself).
 
-    The tower's forward pass written out (as VisionTransformer.forward, every block in full) with
-    Attention(return_weights=True).
+    The tower's blocks run one by one, each through Attention(return_weights=True).
     """
-    x = visual.stem(images) if visual.stem is not None else images
-    x = visual.conv1(x)  # [B, width, grid, grid]
-    grid = x.shape[-1]
-    x = x.flatten(2).transpose(1, 2)  # [B, grid*grid, width]
-    cls = visual.class_embedding.expand(x.shape[0], 1, -1)  # [B, 1, width]
-    x = visual.ln_pre(torch.cat([cls, x], dim=1) + visual.positional_embedding)  # [B, 1 + grid*grid, width]
+    x = visual.embed(images)  # [B, 1 + grid*grid, width]
+    grid = round((x.shape[1] - 1) ** 0.5)
     maps = []
     for block in visual.blocks:
         y, weights = block.attn(block.ln_1(x), return_weights=True)  # weights [B, heads, T, T]

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from miniclip.checkpoint import atomic_write_json, atomic_write_text, load_tensors, save_tensors
+from miniclip.checkpoint import atomic_write_json, atomic_write_text, load_tensors, load_tokenizer, save_tensors
 from miniclip.config import TrainConfig
 from miniclip.course.objectives import BagOfWords, Captioner, bow_targets, word_vocabulary
 from miniclip.data import normalise, shapes
@@ -167,7 +167,7 @@ def _saved_record(out: Path) -> dict | None:
 
 def _load_predictive(kind: str, cfg: TrainConfig, out: Path) -> ObjectiveRun:
     """A finished predictive run back from its folder."""
-    tokenizer = Tokenizer.load(out / "tokenizer.json")
+    tokenizer = load_tokenizer(out / "tokenizer.json")
     model_cfg = cfg.model_config()
     model_cfg.vocab_size, model_cfg.eot_token_id = max(model_cfg.vocab_size, tokenizer.vocab_size), tokenizer.end_id
     if kind == "bag of words":
