@@ -5,7 +5,7 @@ import torch
 
 from miniclip.config import CLIPConfig, TrainConfig
 from miniclip.course.maps import class_token_attention, occlusion_map
-from miniclip.course.objective_runs import pairs_to_reach, train_objective
+from miniclip.course.objective_runs import objective_is_finished, pairs_to_reach, train_objective
 from miniclip.course.objectives import (BagOfWords, Captioner, bow_targets, caption_words, word_vocabulary)
 from miniclip.course.scaling import at_width, fit_power_law, frontier, training_flops_per_pair
 from miniclip.tokenizer import Tokenizer
@@ -123,11 +123,14 @@ def test_flops_grow_with_width_and_the_power_law_fits_a_line():
     assert pairs_to_reach({"pairs_seen": [10], "accuracy": [0.1]}, 0.5) is None
 
 
-@pytest.mark.parametrize("kind", ["bag of words", "captioner"])
-def test_predictive_runs_train_and_reload(kind, tmp_path):
+@pytest.mark.parametrize("kind", ["contrastive", "bag of words", "captioner"])
+def test_runs_train_and_reload(kind, tmp_path):
     cfg = TrainConfig.for_preset("shapes-tiny", steps=4, batch_size=16, num_images=200, warmup_steps=2, **{
         "model_overrides": {"vision_width": 32, "text_width": 32, "embed_dim": 32}})
+    assert not objective_is_finished(kind, cfg, tmp_path / "run", eval_every=2, per_class=1)
     run = train_objective(kind, cfg, tmp_path / "run", eval_every=2, per_class=1, progress=False)
+    assert objective_is_finished(kind, cfg, tmp_path / "run", eval_every=2, per_class=1)
+    assert not objective_is_finished(kind, cfg, tmp_path / "run", eval_every=3, per_class=1)  # another curve
     assert run.curve["pairs_seen"] == [32, 64]
     assert all(0 <= a <= 1 for a in run.curve["accuracy"])
     again = train_objective(kind, cfg, tmp_path / "run", eval_every=2, per_class=1, progress=False)

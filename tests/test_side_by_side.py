@@ -37,6 +37,6 @@ def test_side_by_side_equals_one_after_the_other_and_loads_what_is_finished(tmp_
 def test_a_failing_run_is_named(tmp_path):
     good = TrainConfig.for_preset("shapes-tiny", **TINY)
     bad = TrainConfig.for_preset("shapes-tiny", data=str(tmp_path / "no-such-cache"), **TINY)
-    with pytest.raises(RuntimeError, match=r"the run 'broken' in .*broken failed: FileNotFoundError: .*no-such-cache"):
+    with pytest.raises(RuntimeError, match=r"the run 'broken' failed: FileNotFoundError: .*no-such-cache"):
         load_or_train_side_by_side({"good": (good, tmp_path / "good"), "broken": (bad, tmp_path / "broken")},
                                    eval_fn=_no_eval, workers=2, progress=False)

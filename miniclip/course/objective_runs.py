@@ -28,7 +28,7 @@ from miniclip.data.batches import Batches
 from miniclip.data.sources import SPLIT_SEED_OFFSET, load_pairs
 from miniclip.encode import eval_mode
 from miniclip.tokenizer import Tokenizer
-from miniclip.train import load_or_train, lr_at, make_optimizer, pick_device, seed_everything
+from miniclip.train import load_or_train, lr_at, make_optimizer, pick_device, run_is_finished, seed_everything
 from miniclip.zeroshot import SHAPES_TEMPLATES, evaluate_zeroshot
 
 OBJECTIVES = ("contrastive", "bag of words", "captioner")
@@ -86,9 +86,7 @@ def curve_of(history: list[dict], batch_size: int) -> dict:
 def train_objective(kind: str, cfg: TrainConfig, out, eval_every: int, per_class: int = 10,
                     progress: bool = True) -> ObjectiveRun:
     """Train (or load from `out`) one objective with recipe cfg, evaluating zero-shot every eval_every steps."""
-    if kind not in OBJECTIVES:
-        raise ValueError(f"unknown objective {kind!r}; use one of {OBJECTIVES}")
-    cfg = dataclasses.replace(cfg, eval_every=eval_every, checkpoint_every=0)
+    cfg, record = _run_config(kind, cfg, eval_every, per_class)
     images, labels = zeroshot_set(per_class, cfg.model_config().image_size)
 
     def evaluate(model, tokenizer):
@@ -98,8 +96,6 @@ def train_objective(kind: str, cfg: TrainConfig, out, eval_every: int, per_class
         result = load_or_train(cfg, out, progress=progress, eval_fn=evaluate)
         return ObjectiveRun(kind, result.model.eval(), result.tokenizer, curve_of(result.history, cfg.batch_size))
     out = Path(out)
-    record = {"objective": kind, "zeroshot_per_class": per_class,
-              **json.loads(json.dumps(dataclasses.asdict(cfg), default=list))}
     if _saved_record(out) == record:
         return _load_predictive(kind, cfg, out)
     model, tokenizer, history = train_predictive(kind, cfg, evaluate, progress)
@@ -156,6 +152,21 @@ def train_predictive(kind: str, cfg: TrainConfig, eval_fn, progress: bool = True
             history.append({"step": done, **{f"val_{k}": v for k, v in eval_fn(model, tokenizer).items()}})
             model.train()
     return model.eval(), tokenizer, history
+
+
+def _run_config(kind: str, cfg: TrainConfig, eval_every: int, per_class: int) -> tuple[TrainConfig, dict]:
+    """The recipe a run of `kind` trains with, and the run.json record of a predictive run of it."""
+    if kind not in OBJECTIVES:
+        raise ValueError(f"unknown objective {kind!r}; use one of {OBJECTIVES}")
+    cfg = dataclasses.replace(cfg, eval_every=eval_every, checkpoint_every=0)
+    return cfg, {"objective": kind, "zeroshot_per_class": per_class,
+                 **json.loads(json.dumps(dataclasses.asdict(cfg), default=list))}
+
+
+def objective_is_finished(kind: str, cfg: TrainConfig, out, eval_every: int, per_class: int = 10) -> bool:
+    """Whether `out` holds the finished run that train_objective(kind, cfg, out, eval_every, per_class) would load."""
+    cfg, record = _run_config(kind, cfg, eval_every, per_class)
+    return run_is_finished(cfg, out) if kind == "contrastive" else _saved_record(Path(out)) == record
 
 
 def _saved_record(out: Path) -> dict | None:

@@ -2,14 +2,15 @@
 
     results = load_or_train_side_by_side({"words": (cfg_a, runs / "words"), "bias": (cfg_b, runs / "bias")})
     results["words"].model      # a TrainResult per name, as load_or_train returns it
+    call_side_by_side({"w32": (train_objective, args_a), "w128": (train_objective, args_b)})   # any calls
 
 A tiny model does not keep two CPU threads busy: on the 2-core reference machine one shapes-tiny run trains about
 2,500 pairs/s on two threads, while two runs side by side, one thread each, train about 1,900 pairs/s each, 3,800
 together: 1.5x the work per second (bench/side_by_side.py measures it on yours). A notebook that needs several
-models (lesson 8 trains seven) finishes sooner when they train side by side. Runs that are already finished are
-only loaded; each run is the same as load_or_train would make it (its own folder, seed, checkpoints, resume), but
-its numbers are those of a one-thread run, which can differ from a two-thread run's in the last digits. On a GPU,
-or with one worker, the runs train one after the other in this process.
+models (lesson 8 trains seven, lesson 9 five) finishes sooner when they train side by side. Runs that are already
+finished are only loaded; each run is the same as load_or_train would make it (its own folder, seed, checkpoints,
+resume), but its numbers are those of a one-thread run, which can differ from a two-thread run's in the last
+digits. On a GPU the runs train one after the other in this process.
 """
 from __future__ import annotations
 
@@ -27,14 +28,18 @@ from miniclip.config import TrainConfig
 from miniclip.train import METRICS_FILE, TrainResult, load_or_train, run_is_finished
 
 
-def _train(name: str, cfg: TrainConfig, out: Path, eval_fn, errors) -> None:
-    """One worker: train one run on one thread (the point of running side by side); a failure goes to `errors`."""
+def _call(name: str, function, args: tuple, errors) -> None:
+    """One worker: one call on one thread (the point of running side by side); a failure goes to `errors`."""
     torch.set_num_threads(1)
     try:
-        load_or_train(cfg, out, progress=False, eval_fn=eval_fn)
+        function(*args)
     except BaseException:
         errors.put((name, traceback.format_exc()))
         raise SystemExit(1)
+
+
+def _load_or_train(cfg: TrainConfig, out: Path, eval_fn) -> None:
+    load_or_train(cfg, out, progress=False, eval_fn=eval_fn)
 
 
 def _steps_done(out: Path) -> int:
@@ -59,39 +64,52 @@ def load_or_train_side_by_side(jobs: dict[str, tuple[TrainConfig, Path]], eval_f
     jobs = {name: (cfg, Path(out)) for name, (cfg, out) in jobs.items()}
     todo = sorted((name for name, (cfg, out) in jobs.items() if not run_is_finished(cfg, out)),
                   key=lambda name: -jobs[name][0].steps)  # longest first: the slots fill evenly
-    workers = min(workers or os.cpu_count() or 1, len(todo))
     on_gpu = torch.cuda.is_available() and any(jobs[name][0].device != "cpu" for name in todo)
-    if workers > 1 and not on_gpu:
-        _train_all(jobs, todo, eval_fn, workers, progress, desc)
+    if len(todo) > 1 and not on_gpu:
+        calls = {name: (_load_or_train, (*jobs[name], eval_fn)) for name in todo}
+        total = sum(jobs[name][0].steps for name in todo)
+
+        def done() -> int:  # steps logged so far, over all the runs
+            return sum(min(_steps_done(jobs[name][1]), jobs[name][0].steps) for name in todo)
+
+        call_side_by_side(calls, workers, progress, desc, total=total, done=done)
     return {name: load_or_train(cfg, out, progress=progress, eval_fn=eval_fn) for name, (cfg, out) in jobs.items()}
 
 
-def _train_all(jobs: dict, todo: list[str], eval_fn, workers: int, progress: bool, desc: str) -> None:
-    """Run the `todo` jobs, `workers` processes at a time, with one progress bar; any failure stops them all."""
+def call_side_by_side(calls: dict[str, tuple], workers: int | None = None, progress: bool = True,
+                      desc: str = "side by side", total: int | None = None, done=None) -> None:
+    """{name: (function, args)}: every function(*args) in its own process on one thread, `workers` at a time.
+
+    The calls run in the order given; each function and its arguments must be picklable (module-level functions).
+    Results are not returned: the calls write what they make (run folders), and the caller loads it. workers:
+    default the CPU's cores. progress: one bar, counting finished calls, or `done()` out of `total` when given
+    (e.g. training steps). Any failure, or an interrupt, stops every worker; the error names the call.
+    """
     context = multiprocessing.get_context("spawn")  # a fresh interpreter: safe from a notebook, on every OS
-    errors, waiting, running = context.Queue(), list(todo), {}
-    bar = tqdm(total=sum(jobs[name][0].steps for name in todo), disable=not progress,
-               desc=f"{desc} ({len(todo)} runs, {workers} at a time)")
+    workers = max(1, min(workers or os.cpu_count() or 1, len(calls)))
+    errors, waiting, running, finished = context.Queue(), list(calls), {}, 0
+    bar = tqdm(total=total or len(calls), disable=not progress, desc=f"{desc} ({len(calls)} runs, {workers} at a time)")
     saved_backend = os.environ.get("MPLBACKEND")
     os.environ["MPLBACKEND"] = "Agg"  # the workers inherit it: a notebook's inline backend needs a notebook
     try:
         while waiting or running:
             while waiting and len(running) < workers:
                 name = waiting.pop(0)
-                running[name] = context.Process(target=_train, args=(name, *jobs[name], eval_fn, errors), daemon=True)
+                running[name] = context.Process(target=_call, args=(name, *calls[name], errors), daemon=True)
                 running[name].start()
             for name, process in list(running.items()):
                 process.join(timeout=0.5 / len(running))
                 if process.exitcode is not None:
                     del running[name]
+                    finished += 1
                     if process.exitcode != 0:
                         try:
                             where, why = errors.get(timeout=5)  # the worker's traceback
                         except queue.Empty:  # killed without one (out of memory, a signal)
                             where, why = name, f"its process ended with exit code {process.exitcode}"
-                        raise RuntimeError(f"training the run {where!r} in {jobs[where][1]} failed: "
-                                           f"{why.strip().splitlines()[-1]}\n\nThe worker's traceback:\n{why}")
-            bar.n = sum(min(_steps_done(jobs[name][1]), jobs[name][0].steps) for name in todo)
+                        raise RuntimeError(f"the run {where!r} failed: {why.strip().splitlines()[-1]}\n\n"
+                                           f"The worker's traceback:\n{why}")
+            bar.n = done() if done is not None else finished
             bar.refresh()
     finally:
         for process in running.values():  # after a failure or an interrupt: stop the others too
