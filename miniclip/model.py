@@ -124,7 +124,6 @@ class VisionTransformer(nn.Module):
         x = read_token(self.blocks, x, first)  # [B, width]: the blocks' output at the class token
         return self.ln_post(x) @ self.proj  # [B, width] -> [B, embed_dim]
 
-
     def embed(self, images: torch.Tensor) -> torch.Tensor:
         """images [B, 3, H, W] -> the tokens the blocks read [B, 1 + grid*grid, width]: class token, then patches."""
         x = self.stem(images) if self.stem is not None else images

@@ -26,8 +26,8 @@ def test_side_by_side_equals_one_after_the_other_and_loads_what_is_finished(tmp_
         torch.set_num_threads(threads)
     for name, p in here.model.named_parameters():
         assert torch.equal(p, dict(results["seed1"].model.named_parameters())[name]), name
-    assert not torch.equal(results["seed0"].model.logit_scale, torch.zeros(())) and any(
-        not torch.equal(a, b) for a, b in zip(results["seed0"].model.parameters(), results["seed1"].model.parameters()))
+    assert any(not torch.equal(a, b)  # and the two seeds made two different runs
+               for a, b in zip(results["seed0"].model.parameters(), results["seed1"].model.parameters()))
 
     stamps = {name: (out / MODEL_FILE).stat().st_mtime_ns for name, (_, out) in jobs.items()}
     load_or_train_side_by_side(jobs, eval_fn=_no_eval, workers=2, progress=False)  # finished: only loaded

@@ -25,7 +25,7 @@ from tqdm.auto import tqdm
 
 from miniclip.checkpoint import read_jsonl
 from miniclip.config import TrainConfig
-from miniclip.train import METRICS_FILE, TrainResult, load_or_train, run_is_finished
+from miniclip.train import METRICS_FILE, TrainResult, load_or_train, pick_device, run_is_finished
 
 
 def _call(name: str, function, args: tuple, errors) -> None:
@@ -64,7 +64,7 @@ def load_or_train_side_by_side(jobs: dict[str, tuple[TrainConfig, Path]], eval_f
     jobs = {name: (cfg, Path(out)) for name, (cfg, out) in jobs.items()}
     todo = sorted((name for name, (cfg, out) in jobs.items() if not run_is_finished(cfg, out)),
                   key=lambda name: -jobs[name][0].steps)  # longest first: the slots fill evenly
-    on_gpu = torch.cuda.is_available() and any(jobs[name][0].device != "cpu" for name in todo)
+    on_gpu = any(pick_device(jobs[name][0].device).type != "cpu" for name in todo)  # where train() would run
     if len(todo) > 1 and not on_gpu:
         calls = {name: (_load_or_train, (*jobs[name], eval_fn)) for name in todo}
         total = sum(jobs[name][0].steps for name in todo)
