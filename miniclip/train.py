@@ -179,9 +179,15 @@ def _run_record(cfg: TrainConfig, world: int = 1) -> dict:
 
 
 def _same_recipe(out, cfg: TrainConfig) -> bool:
-    """Whether run.json in `out` records cfg; a field it lacks (added to TrainConfig later) counts as its default."""
+    """Whether run.json in `out` records cfg; a field it lacks (added to TrainConfig later) counts as its default.
+
+    A fine-tune whose starting run (cfg.init_from) was trained again after it started is not the same: it is stale.
+    """
     saved, ours, defaults = read_run_record(out), _run_record(cfg), _run_record(TrainConfig())
-    return bool(saved) and set(saved) <= set(ours) and all(saved.get(k, defaults[k]) == v for k, v in ours.items())
+    same = bool(saved) and set(saved) <= set(ours) and all(saved.get(k, defaults[k]) == v for k, v in ours.items())
+    start = Path(cfg.init_from) / MODEL_FILE
+    return same and not (cfg.init_from and start.is_file()
+                         and start.stat().st_mtime_ns > (Path(out) / RUN_FILE).stat().st_mtime_ns)
 
 
 def read_run_record(out) -> dict:
@@ -390,5 +396,5 @@ def load_or_train(cfg: TrainConfig, out, progress: bool = True, **train_kwargs) 
         return TrainResult(model=model, tokenizer=tokenizer, history=read_jsonl(out / METRICS_FILE), out=out)
     resume = _same_recipe(out, cfg) and (out / TRAIN_STATE_FILE).is_file()
     if out.is_dir() and any(out.iterdir()) and not resume:
-        print(f"replacing the run in {out}: it was trained with another recipe, or did not finish")
+        print(f"replacing the run in {out}: another recipe (or an older start), or it did not finish")
     return train(cfg, out=out, progress=progress, resume=resume, overwrite=not resume, **train_kwargs)

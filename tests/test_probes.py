@@ -197,11 +197,14 @@ def test_probe_recipes_make_train_configs(tmp_path):
         cfg, smoke = probes.probe_config(name, runs=tmp_path), probes.probe_config(name, smoke=True, runs=tmp_path)
         assert cfg.batch_size == 256 and smoke.steps < 100
         assert [tuple(p) for p in cfg.shapes_options["holdout"]] == list(probes.HOLDOUT)
-        if probes.RECIPES[name].get("init_from"):  # a short fine-tune of the base run, found in the runs folder
-            assert cfg.init_from == str(tmp_path / "base") and cfg.steps <= base.steps / 2
+        if probes.RECIPES[name].get("init_from"):  # a fine-tune of the base run, found in the runs folder
+            assert cfg.init_from == str(tmp_path / "base") and cfg.steps <= base.steps and cfg.warmup_steps < 100
             with pytest.raises(ValueError, match="runs="):
                 probes.probe_config(name)
     hard = probes.probe_config("hard_negatives", runs=tmp_path)
+    assert tuple(hard.shapes_options["mix"]) == probes.RELATION_MIX  # relation-heavy data: relations learned sooner
+    assert probes.steps_in_all("hard_negatives") == hard.steps + base.steps  # a fine-tune: the base's steps too
+    assert probes.steps_in_all("words") == probes.probe_config("words").steps  # from scratch: its own steps only
     assert hard.hard_negatives and not any(probes.probe_config(n, runs=tmp_path).hard_negatives
                                            for n in ("base", "words", "bias"))
     assert probes.probe_config("words", runs=tmp_path).word_fraction > 0

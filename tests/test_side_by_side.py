@@ -1,9 +1,12 @@
 """course.side_by_side: runs trained in worker processes equal the same runs trained here on one thread."""
+import time
+from pathlib import Path
+
 import pytest
 import torch
 
 from miniclip.config import TrainConfig
-from miniclip.course.side_by_side import load_or_train_side_by_side
+from miniclip.course.side_by_side import call_side_by_side, load_or_train_side_by_side
 from miniclip.train import MODEL_FILE, load_or_train
 
 TINY = dict(steps=3, batch_size=16, num_images=200, eval_every=0, checkpoint_every=0)
@@ -11,6 +14,40 @@ TINY = dict(steps=3, batch_size=16, num_images=200, eval_every=0, checkpoint_eve
 
 def _no_eval(model, tokenizer):  # module-level: the workers must be able to unpickle it
     return {}
+
+
+def _write_when(path, needs=None, wait_s=0.0):  # module-level: picklable
+    time.sleep(wait_s)
+    if needs is not None and not Path(needs).is_file():
+        raise RuntimeError(f"{needs} is not there yet")
+    Path(path).write_text("done")
+
+
+def test_a_call_waits_for_the_calls_it_comes_after(tmp_path):
+    slow, quick = (_write_when, (tmp_path / "a", None, 1.0)), (_write_when, (tmp_path / "b", tmp_path / "a"))
+    with pytest.raises(RuntimeError, match="'b' failed"):  # without `after`, b starts at once and finds no a
+        call_side_by_side({"a": slow, "b": quick}, workers=2, progress=False)
+    (tmp_path / "a").unlink(missing_ok=True)  # a was stopped with b, or finished
+    call_side_by_side({"b": quick, "a": slow}, workers=2, progress=False, after={"b": {"a"}})
+    assert (tmp_path / "b").read_text() == "done"
+    with pytest.raises(ValueError, match="wait for each other"):
+        call_side_by_side({"a": slow, "b": quick}, workers=2, progress=False, after={"a": {"b"}, "b": {"a"}})
+
+
+def test_a_fine_tune_trains_after_its_start_and_again_when_the_start_is_retrained(tmp_path):
+    def jobs(base_seed):
+        return {"tuned": (TrainConfig.for_preset("shapes-tiny", init_from=str(tmp_path / "base"), **TINY),
+                          tmp_path / "tuned"),
+                "base": (TrainConfig.for_preset("shapes-tiny", seed=base_seed, **TINY), tmp_path / "base"),
+                "other": (TrainConfig.for_preset("shapes-tiny", seed=2, **TINY), tmp_path / "other")}
+
+    load_or_train_side_by_side(jobs(0), eval_fn=_no_eval, workers=2, progress=False)
+    stamp = lambda name: (tmp_path / name / MODEL_FILE).stat().st_mtime_ns  # noqa: E731
+    first = {name: stamp(name) for name in ("tuned", "base", "other")}
+    assert first["tuned"] > first["base"]  # started from the finished base
+    load_or_train_side_by_side(jobs(1), eval_fn=_no_eval, workers=2, progress=False)  # the base trained anew
+    assert stamp("base") > first["base"] and stamp("tuned") > stamp("base")  # and its fine-tune after it
+    assert stamp("other") == first["other"]  # what did not change is only loaded
 
 
 def test_side_by_side_equals_one_after_the_other_and_loads_what_is_finished(tmp_path):

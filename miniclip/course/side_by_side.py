@@ -56,45 +56,62 @@ def load_or_train_side_by_side(jobs: dict[str, tuple[TrainConfig, Path]], eval_f
     """{name: (cfg, run folder)} -> {name: TrainResult}: every run loaded if finished, the others trained first.
 
     workers: processes at once (default: the CPU's cores, at most the number of runs to train); the longest runs
-    start first. eval_fn: as load_or_train's, and it must be picklable (a module-level function or a
-    functools.partial of one, not a lambda or a function defined in a notebook). progress: one bar for the steps
-    of all the runs together. A run that fails, or an interrupt (Ctrl-C, the notebook's stop button), stops every
-    worker; the error names the run, and what was checkpointed resumes next time.
+    start first. A fine-tune of another job (its cfg.init_from is that job's folder) starts when that job has
+    finished, and is trained again when that job is. eval_fn: as load_or_train's, and it must be picklable (a
+    module-level function or a functools.partial of one, not a lambda or a function defined in a notebook).
+    progress: one bar for the steps of all the runs together. A run that fails, or an interrupt (Ctrl-C, the
+    notebook's stop button), stops every worker; the error names the run, and what was checkpointed resumes.
     """
     jobs = {name: (cfg, Path(out)) for name, (cfg, out) in jobs.items()}
-    todo = sorted((name for name, (cfg, out) in jobs.items() if not run_is_finished(cfg, out)),
-                  key=lambda name: -jobs[name][0].steps)  # longest first: the slots fill evenly
+    folders = {out.resolve(): name for name, (_, out) in jobs.items()}
+    after = {name: {folders[Path(cfg.init_from).resolve()]} for name, (cfg, _) in jobs.items()
+             if cfg.init_from and Path(cfg.init_from).resolve() in folders}  # {fine-tune: {the job it starts from}}
+    order = sorted(jobs, key=lambda name: name in after)  # a job's start before it (one level of fine-tunes)
+    todo = set()
+    for name in order:
+        if not run_is_finished(*jobs[name]) or after.get(name, set()) & todo:
+            todo.add(name)
+    steps = {name: jobs[name][0].steps for name in todo}
+    chain = {name: steps[name] + sum(steps[n] for n in todo if name in after.get(n, ())) for name in todo}
+    todo = sorted(todo, key=lambda name: -chain[name])  # the longest chains first: the slots fill evenly
     on_gpu = any(pick_device(jobs[name][0].device).type != "cpu" for name in todo)  # where train() would run
     if len(todo) > 1 and not on_gpu:
         calls = {name: (_load_or_train, (*jobs[name], eval_fn)) for name in todo}
-        total = sum(jobs[name][0].steps for name in todo)
 
         def done() -> int:  # steps logged so far, over all the runs
-            return sum(min(_steps_done(jobs[name][1]), jobs[name][0].steps) for name in todo)
+            return sum(min(_steps_done(jobs[name][1]), steps[name]) for name in todo)
 
-        call_side_by_side(calls, workers, progress, desc, total=total, done=done)
-    return {name: load_or_train(cfg, out, progress=progress, eval_fn=eval_fn) for name, (cfg, out) in jobs.items()}
+        call_side_by_side(calls, workers, progress, desc, total=sum(steps.values()), done=done,
+                          after={name: after[name] & set(todo) for name in todo if name in after})
+    return {name: load_or_train(*jobs[name], progress=progress, eval_fn=eval_fn) for name in order}
 
 
 def call_side_by_side(calls: dict[str, tuple], workers: int | None = None, progress: bool = True,
-                      desc: str = "side by side", total: int | None = None, done=None) -> None:
+                      desc: str = "side by side", total: int | None = None, done=None, after=None) -> None:
     """{name: (function, args)}: every function(*args) in its own process on one thread, `workers` at a time.
 
-    The calls run in the order given; each function and its arguments must be picklable (module-level functions).
+    The calls start in the order given, except that a call named in `after` ({name: names of calls that must
+    finish first}) waits for those; each function and its arguments must be picklable (module-level functions).
     Results are not returned: the calls write what they make (run folders), and the caller loads it. workers:
     default the CPU's cores. progress: one bar, counting finished calls, or `done()` out of `total` when given
     (e.g. training steps). Any failure, or an interrupt, stops every worker; the error names the call.
     """
     context = multiprocessing.get_context("spawn")  # a fresh interpreter: safe from a notebook, on every OS
     workers = max(1, min(workers or os.cpu_count() or 1, len(calls)))
-    errors, waiting, running, finished = context.Queue(), list(calls), {}, 0
+    errors, waiting, running, finished, after = context.Queue(), list(calls), {}, 0, after or {}
     bar = tqdm(total=total or len(calls), disable=not progress, desc=f"{desc} ({len(calls)} runs, {workers} at a time)")
     saved_backend = os.environ.get("MPLBACKEND")
     os.environ["MPLBACKEND"] = "Agg"  # the workers inherit it: a notebook's inline backend needs a notebook
     try:
         while waiting or running:
-            while waiting and len(running) < workers:
-                name = waiting.pop(0)
+            while len(running) < workers:
+                ready = [name for name in waiting if not set(after.get(name, ())) & {*waiting, *running}]
+                if not ready and not running:
+                    raise ValueError(f"the calls {waiting} wait for each other (after={after}): none can start")
+                if not ready:
+                    break
+                name = ready[0]
+                waiting.remove(name)
                 running[name] = context.Process(target=_call, args=(name, *calls[name], errors), daemon=True)
                 running[name].start()
             for name, process in list(running.items()):

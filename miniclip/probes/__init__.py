@@ -44,7 +44,7 @@ from miniclip.probes.captioning import best_captions, choose_not_generate, scene
 from miniclip.probes.cnn import TinyCNN, cnn_predict, labelled_shapes, train_shapes_cnn, train_supervised_cnn
 from miniclip.probes.efficiency import data_efficiency, few_shot, first_reaching, history_curve, learning_curve
 from miniclip.probes.recipes import (BIAS, DATA_EFFICIENCY, HOLDOUT, RECIPES, RELATION_MIX, SMOKE_RECIPE, probe_config,
-                                     train_probe_model)
+                                     steps_in_all, train_probe_model)
 from miniclip.probes.position import where_task
 from miniclip.probes.robustness import (distribution_shift, effective_robustness, supervised_baselines,
                                         supervised_vs_zeroshot, typographic)
