@@ -1,6 +1,6 @@
 """Train the probe models (miniclip.probes.RECIPES) at full size and print every probe number.
 
-    python bench/probes_report.py                       # the RECIPES runs (base + 3 fine-tunes) + every probe
+    python bench/probes_report.py                       # the RECIPES runs (a base, a fine-tune, two from scratch) + every probe
     python bench/probes_report.py --data-efficiency     # + DATA_EFFICIENCY's small runs on fewer images
     python bench/probes_report.py --smoke               # seconds: tiny runs (SMOKE_RECIPE) and sets (SMOKE_SIZES)
 

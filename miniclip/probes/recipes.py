@@ -29,7 +29,8 @@ RELATION_MIX = (0.2, 0.7, 0.1)
 # 1000-step shapes-tiny run as the base; full probe sets unless said otherwise):
 # - bias: a fine-tune plants the correlation only from a strong base: 200 steps from the 1000-step main run gave a
 #   "6 shapes + 'red circle'" gap of +37 points (+19 for the main run itself), but from the HOLDOUT base (also 1000
-#   steps) +18, no wider than the main run's. From scratch (1000 steps, as below) the gap is +50; 600 steps from
+#   steps) +18, no wider than the main run's; measured again (2026-11-30), 200 / 300 steps from the main run gave
+#   +29 / +28 against its +19. From scratch (1000 steps, as below) the gap is +50 to +62; 600 steps from
 #   scratch give +54, but the model is weak (67% zero-shot) and red non-circles are called "circle" 11 points less
 #   often among the six shapes, where an unbiased model shows no gap.
 # - words: a fine-tune does not learn to read. The base already tells shapes apart, so a written word that always
