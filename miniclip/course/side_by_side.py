@@ -17,6 +17,7 @@ from __future__ import annotations
 import multiprocessing
 import os
 import queue
+import time
 import traceback
 from pathlib import Path
 
@@ -42,9 +43,11 @@ def _load_or_train(cfg: TrainConfig, out: Path, eval_fn) -> None:
     load_or_train(cfg, out, progress=False, eval_fn=eval_fn)
 
 
-def _steps_done(out: Path) -> int:
-    """The last step logged in out/metrics.jsonl (0 when there is none yet)."""
+def _steps_done(out: Path, since: float = 0.0) -> int:
+    """The last step logged in out/metrics.jsonl (0 when there is none yet, or none written after `since`)."""
     try:
+        if (out / METRICS_FILE).stat().st_mtime < since:  # a stale run's old log, before it is trained again
+            return 0
         rows = read_jsonl(out / METRICS_FILE)
     except (OSError, ValueError):  # not written yet, or a line half-written right now
         return 0
@@ -78,8 +81,10 @@ def load_or_train_side_by_side(jobs: dict[str, tuple[TrainConfig, Path]], eval_f
     if len(todo) > 1 and not on_gpu:
         calls = {name: (_load_or_train, (*jobs[name], eval_fn)) for name in todo}
 
+        start = time.time()
+
         def done() -> int:  # steps logged so far, over all the runs
-            return sum(min(_steps_done(jobs[name][1]), steps[name]) for name in todo)
+            return sum(min(_steps_done(jobs[name][1], since=start), steps[name]) for name in todo)
 
         call_side_by_side(calls, workers, progress, desc, total=sum(steps.values()), done=done,
                           after={name: after[name] & set(todo) for name in todo if name in after})
