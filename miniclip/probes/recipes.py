@@ -32,12 +32,13 @@ RELATION_MIX = (0.2, 0.7, 0.1)
 #   steps) +18, no wider than the main run's; measured again (2026-11-30), 200 / 300 steps from the main run gave
 #   +29 / +28 against its +19. From scratch (1000 steps, as below) the gap is +50 to +62; 600 steps from
 #   scratch give +54, but the model is weak (67% zero-shot) and red non-circles are called "circle" 11 points less
-#   often among the six shapes, where an unbiased model shows no gap.
+#   often among the six shapes, where an unbiased model shows no gap; 800 steps: +40, and 15 points less often.
 # - words: a fine-tune does not learn to read. The base already tells shapes apart, so a written word that always
 #   names the shape adds nothing: after 200 steps (word_match 1.0) a wrong word flips 0.4% of right answers, after
 #   300 steps with word_match 0.5 (reading needed for the caption's "with the word X") 6%. From scratch, reading
 #   is the easier cue and is learned first: 1000 steps -> 74% flips, the written shape followed 36% of the time
-#   (zero-shot on clean images 77%); 500 steps -> 72% flips, 49% followed, but clean zero-shot only 30%.
+#   (zero-shot on clean images 77%); 800 steps -> 76% flips, 39% followed, clean 63%; 500 steps -> 72% flips,
+#   49% followed, but clean zero-shot only 30%. Fewer steps would save little and weaken the model on clean images.
 # - hard_negatives: relations are slow, because the grammar says "A left of B" also as "B right of A": no bag of
 #   words separates a caption from its swapped twin, order has to be learned together with the relation word, and
 #   only after the model tells the objects apart. Spatial probe (true vs swapped caption, chance 50%):
