@@ -16,6 +16,7 @@ first 250-350 steps; shortening that plateau is what a faster recipe has to do:
     steps=600 shapes_options={"mix":[0.8,0.15,0.05]}   90% at step 600 (more single objects)
     steps=1000 warmup_steps=20          90% at step 800, 94% at the end
     init_logit_scale ln 50 / ln 100     51% / 46% after 400 steps
+    lr=0.006 / lr=0.008 (1000 steps)    90% at step 600 / 550 (seed 0): the plateau stays (28-31% at step 250)
     num_images=20000 (world built in 3 s, not 8)   90% at steps 550 / 700 / 650 (seeds 0-2), final 100 / 98.1 /
                                         99.4%: no fewer steps, and seed 1 ends below 99% (tried 2026-11-30)
 BatchNorm after each stem convolution (a patch of model.ConvStem; tried 2026-11-30, not adopted), steps=400:
