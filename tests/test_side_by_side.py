@@ -30,6 +30,9 @@ def test_a_call_waits_for_the_calls_it_comes_after(tmp_path):
     (tmp_path / "a").unlink(missing_ok=True)  # a was stopped with b, or finished
     call_side_by_side({"b": quick, "a": slow}, workers=2, progress=False, after={"b": {"a"}})
     assert (tmp_path / "b").read_text() == "done"
+    (tmp_path / "b").unlink()
+    call_side_by_side({"b": quick}, progress=False, after={"b": {"a", "not a call here"}})  # those count as finished
+    assert (tmp_path / "b").read_text() == "done"
     with pytest.raises(ValueError, match="wait for each other"):
         call_side_by_side({"a": slow, "b": quick}, workers=2, progress=False, after={"a": {"b"}, "b": {"a"}})
 

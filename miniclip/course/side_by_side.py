@@ -86,8 +86,7 @@ def load_or_train_side_by_side(jobs: dict[str, tuple[TrainConfig, Path]], eval_f
         def done() -> int:  # steps logged so far, over all the runs
             return sum(min(_steps_done(jobs[name][1], since=start), steps[name]) for name in todo)
 
-        call_side_by_side(calls, workers, progress, desc, total=sum(steps.values()), done=done,
-                          after={name: after[name] & set(todo) for name in todo if name in after})
+        call_side_by_side(calls, workers, progress, desc, total=sum(steps.values()), done=done, after=after)
     return {name: load_or_train(*jobs[name], progress=progress, eval_fn=eval_fn) for name in order}
 
 
@@ -96,7 +95,8 @@ def call_side_by_side(calls: dict[str, tuple], workers: int | None = None, progr
     """{name: (function, args)}: every function(*args) in its own process on one thread, `workers` at a time.
 
     The calls start in the order given, except that a call named in `after` ({name: names of calls that must
-    finish first}) waits for those; each function and its arguments must be picklable (module-level functions).
+    finish first}) waits for those (names that are not calls here count as finished); each function and its
+    arguments must be picklable (module-level functions).
     Results are not returned: the calls write what they make (run folders), and the caller loads it. workers:
     default the CPU's cores. progress: one bar, counting finished calls, or `done()` out of `total` when given
     (e.g. training steps). Any failure, or an interrupt, stops every worker; the error names the call.

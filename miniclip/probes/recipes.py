@@ -93,7 +93,8 @@ def probe_config(name: str, smoke: bool = False, runs=None, **overrides) -> Trai
 
 def steps_in_all(name: str, smoke: bool = False) -> int:
     """The training steps behind RECIPES[name]'s model: its own, plus its base's for a fine-tune."""
-    own, base = probe_config(name, smoke, runs=".").steps, RECIPES[name].get("init_from")
+    own = probe_config(name, smoke, runs=".").steps  # runs: any folder will do, only the steps are read
+    base = RECIPES[name].get("init_from")
     return own + (steps_in_all(base, smoke) if base else 0)
 
 
