@@ -149,6 +149,7 @@ def _transformers_tokenizer(tokenizer, context_length: int):
     return transformers.PreTrainedTokenizerFast(
         tokenizer_object=backend, model_max_length=context_length, pad_token=token(tokenizer.pad_id),
         bos_token=token(tokenizer.start_id), eos_token=token(tokenizer.end_id), unk_token=backend.model.unk_token,
+        model_input_names=["input_ids", "attention_mask"],  # CLIPModel takes no token_type_ids (transformers 4 adds them)
     )
 
 
@@ -181,7 +182,8 @@ def to_transformers(model: MiniCLIP, tokenizer: Tokenizer | TransformersTokenize
     """Write `model` and its tokenizer as a transformers CLIP directory; returns its path.
 
     out_dir gets config.json and model.safetensors (transformers.CLIPModel), the image processor and, given a
-    tokenizer, the tokenizer, so that AutoProcessor and pipeline("zero-shot-image-classification") load it. An
+    tokenizer, the tokenizer, so that AutoTokenizer, AutoImageProcessor and pipeline("zero-shot-image-classification")
+    load it, and AutoProcessor on transformers 5 (transformers 4's CLIPProcessor takes only OpenAI's tokenizer). An
     out_dir that holds anything is refused (FileExistsError) unless overwrite=True, which replaces it. A model
     with a convolutional stem has no transformers equivalent: ValueError, before anything is written.
     """

@@ -7,7 +7,10 @@ import re
 import shutil
 import subprocess
 import sys
-import tomllib
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10: the same parser, from PyPI (miniclip's dev extra)
+    import tomli as tomllib
 from pathlib import Path
 
 import pytest

@@ -198,7 +198,10 @@ def bad_inputs(tmp_path, jpeg_factory):
         9: ("latin1.jpg", jpeg_factory(9), ["NONUTF8"], None),
         10: ("eight.png", _png(np.full((8, 9, 3), 77, dtype=np.uint8)), ["just big enough"], None),
         11: ("truncated.jpg", good_jpeg[: len(good_jpeg) // 2], ["cut short"], "unreadable (truncated or corrupt)"),
-        12: ("garbage.jpg", bytes(range(256)) * 4, ["not an image"], "unreadable (not an image)"),
+        # An error page saved under an image name (bytes(range(256)) would do on Pillow 10+, but Pillow 9 reads it as
+        # a truncated image of some format):
+        12: ("garbage.jpg", b"<html><body>404 Not Found</body></html>\n" * 20, ["not an image"],
+             "unreadable (not an image)"),
         13: ("dot.png", _png(np.zeros((1, 1, 3), dtype=np.uint8)), ["a 1x1 image"], "too small (< 8 px)"),
         14: ("missing.jpg", None, ["never there"], "missing file"),
         15: ("no_caption.jpg", jpeg_factory(15), ["", " "], "no usable caption"),
@@ -227,7 +230,8 @@ def test_bad_samples_are_repaired_or_reported(tmp_path, bad_inputs, capsys):
     assert {e["image_id"]: e["reason"] for e in manifest["skipped_examples"]} == bad
     assert sum(manifest["skipped"].values()) == len(bad)
     assert manifest["skipped"]["no usable caption"] == 2
-    for mode in ("CMYK", "L", "P", "RGBA", "I;16"):
+    deep_mode = Image.open(io.BytesIO(files[6][1])).mode  # "I;16" (Pillow 10 and later) or "I" (Pillow 9)
+    for mode in ("CMYK", "L", "P", "RGBA", deep_mode):
         assert manifest["converted"][f"{mode} -> RGB"] == 1
     assert manifest["converted"]["empty caption dropped"] == 2
     assert manifest["converted"]["caption truncated (> 1000 chars)"] == 1

@@ -79,10 +79,13 @@ def test_export_matches_transformers(tmp_path, tok, activation):
     assert hf_model.config.text_config.hidden_act == hf_model.config.vision_config.hidden_act == activation
     assert hf_model.config.text_config.eos_token_id == tok.end_id == 3
     assert_same_function(model, hf_model, text_tokens(300, tok.end_id, tok.pad_id))
-    # the processor tokenizes as miniclip does
-    processor = transformers.AutoProcessor.from_pretrained(tmp_path)
-    ids = processor.tokenizer(CAPTIONS[:3], padding="max_length", truncation=True, max_length=16, return_tensors="pt")
+    # the exported tokenizer tokenizes as miniclip does, and gives CLIPModel only what it takes
+    hf_tok = transformers.AutoTokenizer.from_pretrained(tmp_path)
+    if int(transformers.__version__.split(".")[0]) >= 5:  # transformers 4's CLIPProcessor takes only OpenAI's tokenizer
+        hf_tok = transformers.AutoProcessor.from_pretrained(tmp_path).tokenizer
+    ids = hf_tok(CAPTIONS[:3], padding="max_length", truncation=True, max_length=16, return_tensors="pt")
     assert torch.equal(ids["input_ids"], tok.encode(CAPTIONS[:3]))
+    assert sorted(ids) == ["attention_mask", "input_ids"]
 
 
 def hf_clip(activation, eos_token_id, vocab_size=300):

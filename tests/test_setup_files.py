@@ -1,7 +1,12 @@
 """The set-up files agree: requirements.txt pins, environment.yml repeats the pins, pyproject.toml keeps ranges."""
 import re
-import tomllib
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10: the same parser, from PyPI (miniclip's dev extra)
+    import tomli as tomllib
 from pathlib import Path
+
+from packaging.version import Version
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -36,3 +41,11 @@ def test_makefile_installs_the_pins_and_tests_offline():
     make = (ROOT / "Makefile").read_text()
     assert "-r requirements.txt" in make and "HF_HUB_OFFLINE=1" in make and "MINICLIP_SMOKE=1" in make
     assert "make test" in (ROOT / ".ci" / "run").read_text()
+
+
+def test_each_lower_bound_is_the_version_the_oldest_versions_run_pins():
+    """pyproject.toml's lower bounds are what bench/oldest_versions.sh tested: raising one means testing it there."""
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    lower = {re.split(r"[<>=!~ ]", d, 1)[0]: re.search(r">=([\d.]+)", d).group(1) for d in project["dependencies"]}
+    oldest = pins((ROOT / "bench" / "oldest_versions.txt").read_text().splitlines())
+    assert {name: Version(oldest.get(name, "0")) for name in lower} == {n: Version(v) for n, v in lower.items()}

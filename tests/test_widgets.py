@@ -138,3 +138,18 @@ def test_prompt_app_with_a_transformers_clip(tiny, tmp_path):
     torch.testing.assert_close(app.probs, direct.probs, atol=1e-4, rtol=1e-3)  # the same function, both ways
     search = ImageSearchApp(clip, clip_tokenizer, images, query="a red circle", k=3, preprocess=preprocess)
     assert search.indices.shape == (3,)
+
+
+def test_an_app_on_a_cells_last_line_shows_its_widget(tiny):
+    """Jupyter shows `app` (a cell's last line) as the widget itself, with ipywidgets 7 (Colab) as with 8."""
+    from IPython.core.interactiveshell import InteractiveShell
+    from IPython.display import display
+    from IPython.utils.capture import capture_output
+
+    model, tokenizer, images, _ = tiny
+    app = PromptClassifierApp(model, tokenizer, images[:2], classnames="red circle, blue star")
+    InteractiveShell.instance()  # display() outside a shell only prints repr(app)
+    with capture_output() as shown:
+        display(app)
+    views = [o.data.get("application/vnd.jupyter.widget-view+json") for o in shown.outputs]
+    assert [v["model_id"] for v in views if v] == [app.widget.model_id]

@@ -1,4 +1,5 @@
-"""`make demo`: train shapes-tiny on the shapes world, evaluate it, draw the figures. Under a minute on a CPU.
+"""`make demo`: train shapes-tiny on the shapes world, evaluate it, draw the figures: about 100 s on 2 CPU cores
+(the README's timing table has the measured figure).
 
 runs/demo/ then holds the model, metrics.json and three figures: history.png (loss, temperature and the
 zero-shot accuracy measured every EVAL_EVERY steps), similarity.png (8 held-out images against their captions),

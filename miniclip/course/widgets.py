@@ -82,8 +82,8 @@ class _App:
         """uint8 images [B, S, S, 3] -> what the model's image side takes (see `preprocess`)."""
         return self.preprocess(images) if self.preprocess is not None else images
 
-    def _repr_mimebundle_(self, **kwargs):  # `app` as the last line of a cell displays the widget
-        return self.widget._repr_mimebundle_(**kwargs)
+    def _ipython_display_(self) -> None:  # `app` as the last line of a cell displays the widget (ipywidgets 7 and 8)
+        display(self.widget)
 
     def display(self) -> None:
         display(self.widget)
