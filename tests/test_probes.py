@@ -15,6 +15,7 @@ from miniclip.config import TrainConfig
 from miniclip.data import shapes
 from miniclip.data.sources import load_pairs
 from miniclip.data.shapes import caption_cores, make_scene, render
+from miniclip.train import run_is_finished
 
 PROBE_KEYS = ["1_below_sota", "2_counting", "2_spatial", "2_word_order", "2_binding", "2_fine_grained",
               "3_distribution_shift", "4_choose_not_generate", "5_data_efficiency", "6_validation_reuse", "7_eval_set_choice", "8_bias",
@@ -228,8 +229,12 @@ def test_train_probe_model_trains_the_base_first_then_loads_and_retrains_a_stale
     assert (tmp_path / "bias" / "model.safetensors").stat().st_mtime_ns == stamp
     assert torch.equal(again.model.logit_scale, tuned.model.logit_scale)
     probes.train_probe_model("base", tmp_path, seed=1, **quiet)  # the base trained anew (another recipe)
-    probes.train_probe_model("bias", tmp_path, **quiet)  # the base of "bias" is back at seed 0: retrained again
-    assert (tmp_path / "bias" / "model.safetensors").stat().st_mtime_ns > stamp  # a newer base: fine-tuned again
+    probes.train_probe_model("bias", tmp_path, **quiet)  # the base of "bias" is back at seed 0, bit for bit:
+    assert (tmp_path / "bias" / "model.safetensors").stat().st_mtime_ns == stamp  # the same start, nothing to redo
+    bias = probes.probe_config("bias", smoke=True, runs=tmp_path)
+    assert run_is_finished(bias, tmp_path / "bias")
+    probes.train_probe_model("base", tmp_path, seed=1, **quiet)
+    assert not run_is_finished(bias, tmp_path / "bias")  # its start now holds another model: stale
     other = probes.train_probe_model("base", tmp_path, folder="data_100", num_images=100, **quiet)
     assert other.out == tmp_path / "data_100"
 

@@ -1,6 +1,8 @@
+import dataclasses
 import json
 import math
 import os
+import shutil
 import socket
 
 import pytest
@@ -9,7 +11,7 @@ import torch
 import miniclip
 from miniclip.data.shapes import swap_relation
 from miniclip.evaluate import evaluate_suite
-from miniclip.train import TrainConfig, load_or_train, train
+from miniclip.train import TrainConfig, load_or_train, run_is_finished, train
 
 SMALL = dict(preset="shapes-tiny", steps=12, batch_size=32, num_images=400, warmup_steps=3, log_every=2,
              eval_every=0, checkpoint_every=4)
@@ -277,6 +279,26 @@ def test_init_from_starts_from_another_runs_weights_and_tokenizer(tmp_path):
     assert all(torch.allclose(before[k], after[k], atol=1e-9) for k in before)
     assert not all(torch.allclose(before[k], other[k]) for k in before)
     assert tuned.tokenizer.to_json() == base.tokenizer.to_json()
+
+
+def test_a_fine_tune_is_stale_when_its_start_holds_another_model_not_when_the_runs_are_copied(tmp_path):
+    quiet = dict(progress=False, eval_fn=lambda m, t: {})
+    base_cfg = TrainConfig.for_preset("shapes-tiny", steps=2, num_images=500, eval_every=0)
+    train(base_cfg, out=tmp_path / "runs" / "base", **quiet)
+    tuned = TrainConfig.for_preset("shapes-tiny", steps=1, num_images=500, eval_every=0,
+                                   init_from=str(tmp_path / "runs" / "base"))
+    train(tuned, out=tmp_path / "runs" / "tuned", **quiet)
+    assert run_is_finished(tuned, tmp_path / "runs" / "tuned")
+    # copied back and forth with new file times, the start newest (as cp without -p or a zip may do): still finished
+    shutil.copytree(tmp_path / "runs", tmp_path / "copy", copy_function=shutil.copy)
+    shutil.rmtree(tmp_path / "runs")
+    shutil.copytree(tmp_path / "copy", tmp_path / "runs", copy_function=shutil.copy)
+    os.utime(tmp_path / "runs" / "base" / "model.safetensors", (2e9, 2e9))
+    assert run_is_finished(tuned, tmp_path / "runs" / "tuned")
+    train(dataclasses.replace(base_cfg, seed=1), out=tmp_path / "runs" / "base", overwrite=True, **quiet)
+    assert not run_is_finished(tuned, tmp_path / "runs" / "tuned")  # its start holds another model now
+    shutil.rmtree(tmp_path / "runs" / "base")
+    assert run_is_finished(tuned, tmp_path / "runs" / "tuned")  # without its start, a fine-tune stands on its own
 
 
 def test_init_from_refuses_a_run_of_another_shape(tmp_path):

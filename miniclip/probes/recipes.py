@@ -102,8 +102,8 @@ def train_probe_model(name: str, runs, smoke: bool = False, folder: str | None =
                       eval_fn=None, **overrides) -> TrainResult:
     """The run of RECIPES[name] in runs/folder (default: runs/name): loaded if finished, else trained.
 
-    A fine-tune first loads or trains its base in runs/<base> (and is trained again if the base is newer than
-    it: load_or_train sees that). eval_fn, overrides: as train's.
+    A fine-tune first loads or trains its base in runs/<base> (and is trained again when the base holds
+    another model than it started from: load_or_train sees that). eval_fn, overrides: as train's.
     """
     runs = Path(runs)
     cfg, out = probe_config(name, smoke, runs=runs, **overrides), runs / (folder or name)
