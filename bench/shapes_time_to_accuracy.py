@@ -6,6 +6,21 @@ The clock covers what a user waits for: generating the shapes world, training th
 model and the training steps; the zero-shot evaluations every --every steps are timed separately and
 subtracted. Steps are printed too: they do not depend on how busy the machine is, seconds do.
 
+He initialisation of the stem (tried 2026-11-30, not adopted). With PyTorch's default initialisation the three
+stem convolutions and the patch embedding shrink the image's signal ~30-fold, so at step 0 the patch tokens have
+std 0.010 against the positional embedding's 0.127: the model first sees mostly where a token is, not what it
+shows. He initialisation of the stem's convolutions (and gain 1 for the patch embedding after it) starts them at
+std 0.33, with no cost per step (the same layers):
+    default init            90% at steps 600 / 650 / 550 (seeds 0-2); 25-35% until step 250-350
+    He init, stem only      90% at step 475 (seed 0)
+    He init, stem + patch   90% at steps 375 / 450 / 400 (seeds 0-2), final 100% each
+It passes 90% in 1.5x fewer steps, as BatchNorm did (below), and like BatchNorm it changes what the lessons
+measure (bench/notebooks.py with MINICLIP_CLAIMS_LOG, 12 of 214 claims failed before it was stopped): the main
+model's binding probe fell to chance (51%); on lesson 05's alt-text world the model reached 100%, so a template
+no longer beats the bare label and unseen phrasings cost nothing; lesson 03's untrained image features have a mean
+cosine of 0.94, not above 0.99; lesson 06's relation query finds 2 of 5 images with the two colours, not 4. A
+faster start is usable only with lessons re-tuned to fewer steps and their verdicts measured again.
+
 Recipes tried (seed 0, zero-shot top-1 every 25 steps). The default (stem without normalisation, lr 4e-3, text
 tower at 0.1x) reaches 90% at steps 550-650 (57-64 s idle) and sits at 25-35% (colour learned, shape not) for its
 first 250-350 steps; shortening that plateau is what a faster recipe has to do:

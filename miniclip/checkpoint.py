@@ -14,6 +14,7 @@ an interrupted run (Ctrl-C, a killed Colab) leaves the old file or the new one, 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import math
 import os
@@ -143,6 +144,17 @@ def load_tensors(path, device: str = "cpu") -> tuple[dict[str, torch.Tensor], di
     except (SafetensorError, OSError, ValueError) as e:
         raise ValueError(f"{path} is not a readable safetensors file ({e}); it may be damaged: "
                          "restore it, or train again") from e
+
+
+def weights_digest(path) -> str:
+    """sha256 of the tensors of a safetensors file (names, dtypes, shapes and values, in name order). The same
+    weights give the same digest even where the files differ: safetensors writes its header in varying order."""
+    tensors, digest = load_tensors(path)[0], hashlib.sha256()
+    for name in sorted(tensors):
+        t = tensors[name]
+        digest.update(f"{name} {t.dtype} {list(t.shape)}".encode())
+        digest.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())  # the raw bytes, whatever the dtype
+    return digest.hexdigest()
 
 
 def load_state_dict_checked(model: torch.nn.Module, state: dict[str, torch.Tensor], source: str = "checkpoint") -> None:

@@ -16,7 +16,6 @@ train() draws nothing: plot result.history (miniclip.course.figures.plot_history
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import math
 import os
@@ -35,7 +34,7 @@ from tqdm.auto import tqdm
 
 from miniclip.checkpoint import (METRICS_FILE, MODEL_FILE, TOKENIZER_FILE, TRAIN_STATE_FILE, atomic_write_json, load,
                                  load_tokenizer, load_train_state, read_jsonl, save, save_train_state,
-                                 sweep_temporary_files, to_json, write_jsonl)
+                                 sweep_temporary_files, to_json, weights_digest, write_jsonl)
 from miniclip.config import TrainConfig
 from miniclip.data.batches import Batches
 from miniclip.data.shapes import swap_relation
@@ -173,9 +172,9 @@ def _distributed() -> tuple[int, int]:
 # ------------------------------------------------------------------------------------------------ the run folder
 
 def _run_record(cfg: TrainConfig, world: int = 1) -> dict:
-    """run.json: cfg's fields, the number of processes and, for a fine-tune, the sha256 of the model it starts from."""
+    """run.json: cfg's fields, the number of processes and, for a fine-tune, the digest of the weights it starts from."""
     start = Path(cfg.init_from) / MODEL_FILE if cfg.init_from else None
-    digest = {"init_from_sha256": hashlib.sha256(start.read_bytes()).hexdigest()} if start and start.is_file() else {}
+    digest = {"init_from_sha256": weights_digest(start)} if start and start.is_file() else {}
     return json.loads(to_json(dataclasses.asdict(cfg) | {"world_size": world})) | digest
 
 

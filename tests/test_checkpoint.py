@@ -65,3 +65,16 @@ def test_checkpoint_is_not_a_pickle(tmp_path, tok):
     miniclip.save(MiniCLIP(CLIPConfig.preset("shapes-tiny")), tok, tmp_path)
     head = (tmp_path / "model.safetensors").read_bytes()[:16]
     assert not head.startswith(b"\x80") and not head.startswith(b"PK")  # neither pickle nor torch.save's zip
+
+
+def test_weights_digest_follows_the_weights_not_the_files_bytes(tmp_path):
+    from miniclip.checkpoint import save_tensors, weights_digest
+
+    weights = {"w": torch.randn(4, 3), "scale": torch.tensor(2.5), "half": torch.randn(3).to(torch.bfloat16)}
+    files = [tmp_path / f"{i}.safetensors" for i in range(8)]
+    for i, path in enumerate(files):  # the same weights, saved with metadata as training saves them
+        save_tensors(weights, path, metadata={"format": "miniclip", "step": "3", "i": str(i % 2)})
+    assert len({weights_digest(p) for p in files}) == 1
+    changed = dict(weights, scale=torch.tensor(2.5000002))
+    save_tensors(changed, tmp_path / "changed.safetensors")
+    assert weights_digest(tmp_path / "changed.safetensors") != weights_digest(files[0])

@@ -228,13 +228,12 @@ def test_train_probe_model_trains_the_base_first_then_loads_and_retrains_a_stale
     again = probes.train_probe_model("bias", tmp_path, **quiet)  # finished: loaded, not trained again
     assert (tmp_path / "bias" / "model.safetensors").stat().st_mtime_ns == stamp
     assert torch.equal(again.model.logit_scale, tuned.model.logit_scale)
-    probes.train_probe_model("base", tmp_path, seed=1, **quiet)  # the base trained anew (another recipe)
-    probes.train_probe_model("bias", tmp_path, **quiet)  # the base of "bias" is back at seed 0, bit for bit:
-    assert (tmp_path / "bias" / "model.safetensors").stat().st_mtime_ns == stamp  # the same start, nothing to redo
     bias = probes.probe_config("bias", smoke=True, runs=tmp_path)
-    assert run_is_finished(bias, tmp_path / "bias")
-    probes.train_probe_model("base", tmp_path, seed=1, **quiet)
+    probes.train_probe_model("base", tmp_path, seed=1, **quiet)  # the base trained anew (another recipe)
     assert not run_is_finished(bias, tmp_path / "bias")  # its start now holds another model: stale
+    probes.train_probe_model("bias", tmp_path, **quiet)  # the base back at seed 0, the same weights as before:
+    assert (tmp_path / "bias" / "model.safetensors").stat().st_mtime_ns == stamp  # the fine-tune is still good
+    assert run_is_finished(bias, tmp_path / "bias")
     other = probes.train_probe_model("base", tmp_path, folder="data_100", num_images=100, **quiet)
     assert other.out == tmp_path / "data_100"
 
