@@ -60,7 +60,7 @@ def load_or_train_side_by_side(jobs: dict[str, tuple[TrainConfig, Path]], eval_f
 
     workers: processes at once (default: the CPU's cores, at most the number of runs to train); the longest runs
     start first. A fine-tune of another job (its cfg.init_from is that job's folder) starts when that job has
-    finished, and is trained again when that job is. eval_fn: as load_or_train's, and it must be picklable (a
+    finished, and is trained again when that job's weights changed. eval_fn: as load_or_train's, and it must be picklable (a
     module-level function or a functools.partial of one, not a lambda or a function defined in a notebook).
     progress: one bar for the steps of all the runs together. A run that fails, or an interrupt (Ctrl-C, the
     notebook's stop button), stops every worker; the error names the run, and what was checkpointed resumes.

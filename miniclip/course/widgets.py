@@ -83,7 +83,7 @@ class _App:
         return self.preprocess(images) if self.preprocess is not None else images
 
     def _ipython_display_(self) -> None:  # `app` as the last line of a cell displays the widget (ipywidgets 7 and 8)
-        display(self.widget)
+        self.display()
 
     def display(self) -> None:
         display(self.widget)

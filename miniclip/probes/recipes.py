@@ -6,7 +6,7 @@
 
 One shared `base` run and three variants of it. A variant with init_from="base" is a fine-tune: it starts from the
 base's weights and tokenizer (TrainConfig.init_from) with a fresh short warmup and cosine schedule, as NegCLIP
-fine-tunes a trained CLIP; it is trained again whenever the base is (train.load_or_train sees the newer start).
+fine-tunes a trained CLIP; it is trained again when the base holds other weights (train.load_or_train compares).
 `hard_negatives` is such a fine-tune; `words` and `bias` train from scratch, because fine-tunes of the base did not
 keep their effects (the comments below give what was measured).
 """
