@@ -5,7 +5,7 @@ import torch
 
 from miniclip.config import CLIPConfig, TrainConfig
 from miniclip.course.maps import class_token_attention, occlusion_map
-from miniclip.course.objective_runs import objective_is_finished, pairs_to_reach, train_objective
+from miniclip.course.objective_runs import SCORED_ON_FILE, objective_is_finished, pairs_to_reach, train_objective
 from miniclip.course.objectives import (BagOfWords, Captioner, bow_targets, caption_words, word_vocabulary)
 from miniclip.course.scaling import at_width, fit_power_law, frontier, training_flops_per_pair
 from miniclip.tokenizer import Tokenizer
@@ -137,3 +137,20 @@ def test_runs_train_and_reload(kind, tmp_path):
     assert again.curve == run.curve
     for p, q in zip(run.model.parameters(), again.model.parameters()):
         torch.testing.assert_close(p, q)
+
+
+def test_a_contrastive_curve_scored_on_another_zero_shot_set_is_trained_again(tmp_path):
+    cfg = TrainConfig.for_preset("shapes-tiny", steps=4, batch_size=16, num_images=200, warmup_steps=2, **{
+        "model_overrides": {"vision_width": 32, "text_width": 32, "embed_dim": 32}})
+    out = tmp_path / "run"
+    train_objective("contrastive", cfg, out, eval_every=2, per_class=1, progress=False)
+    stamp = (out / "model.safetensors").stat().st_mtime_ns
+    assert objective_is_finished("contrastive", cfg, out, eval_every=2, per_class=1)
+    assert not objective_is_finished("contrastive", cfg, out, eval_every=2, per_class=2)  # same recipe, other set
+    train_objective("contrastive", cfg, out, eval_every=2, per_class=1, progress=False)
+    assert (out / "model.safetensors").stat().st_mtime_ns == stamp  # the same set: only loaded
+    train_objective("contrastive", cfg, out, eval_every=2, per_class=2, progress=False)
+    assert (out / "model.safetensors").stat().st_mtime_ns > stamp  # another set: trained again, scored on it
+    assert objective_is_finished("contrastive", cfg, out, eval_every=2, per_class=2)
+    (out / SCORED_ON_FILE).unlink()  # a run from before the note existed: its set is unknown
+    assert not objective_is_finished("contrastive", cfg, out, eval_every=2, per_class=2)

@@ -80,3 +80,17 @@ def test_a_failing_run_is_named(tmp_path):
     with pytest.raises(RuntimeError, match=r"the run 'broken' failed: FileNotFoundError: .*no-such-cache"):
         load_or_train_side_by_side({"good": (good, tmp_path / "good"), "broken": (bad, tmp_path / "broken")},
                                    eval_fn=_no_eval, workers=2, progress=False)
+
+
+def test_the_bar_ends_full_when_a_call_had_less_to_do_than_counted(tmp_path, monkeypatch):
+    bars = []
+    real_tqdm = __import__("miniclip.course.side_by_side", fromlist=["tqdm"]).tqdm
+
+    def keep(*args, **kwargs):
+        bars.append(real_tqdm(*args, **kwargs))
+        return bars[-1]
+
+    monkeypatch.setattr("miniclip.course.side_by_side.tqdm", keep)
+    calls = {name: (_write_when, (tmp_path / name,)) for name in ("a", "b")}
+    call_side_by_side(calls, workers=2, progress=True, total=10, done=lambda: 3)  # 3 of 10 "steps" ever logged
+    assert bars[0].n == bars[0].total == 10

@@ -133,6 +133,8 @@ def call_side_by_side(calls: dict[str, tuple], workers: int | None = None, progr
                                            f"The worker's traceback:\n{why}")
             bar.n = done() if done is not None else finished
             bar.refresh()
+        bar.n = bar.total  # all done, even where a call had less to do than counted (a run that only reloaded)
+        bar.refresh()
     finally:
         for process in running.values():  # after a failure or an interrupt: stop the others too
             process.terminate()
