@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 
 @dataclass
 class CLIPConfig:
+    """The shape of a MiniCLIP: both towers' sizes, the joint embedding and the temperature's start and limit."""
+
     # image tower: a small Vision Transformer
     image_size: int = 32  # pixels, square
     patch_size: int = 8  # pixels; the image becomes (image_size / patch_size)^2 tokens
@@ -53,6 +55,7 @@ class CLIPConfig:
 
     @property
     def num_patches(self) -> int:
+        """Image tokens besides the class token: (image_size / patch_size)^2."""
         return (self.image_size // self.patch_size) ** 2
 
     @classmethod
@@ -63,12 +66,14 @@ class CLIPConfig:
         return cls(**{**PRESETS[name], **overrides})
 
     def to_dict(self) -> dict:
+        """The fields as plain JSON values (what config.json holds)."""
         d = dataclasses.asdict(self)
         d["stem_channels"] = list(self.stem_channels)
         return d
 
     @classmethod
     def from_dict(cls, d: dict) -> "CLIPConfig":
+        """The inverse of to_dict; an unknown field is a ValueError that lists the known ones."""
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(d) - known)
         if unknown:
@@ -76,6 +81,7 @@ class CLIPConfig:
         return cls(**d)
 
     def to_json(self) -> str:
+        """to_dict() as indented JSON text."""
         return json.dumps(self.to_dict(), indent=2)
 
 
@@ -154,6 +160,7 @@ class TrainConfig:
         return cls(**{**dict(preset=name), **TRAIN_PRESETS.get(name, {}), **overrides})
 
     def model_config(self) -> CLIPConfig:
+        """The CLIPConfig this run trains: the preset's, with model_overrides applied."""
         return CLIPConfig.preset(self.preset, **self.model_overrides)
 
 

@@ -21,6 +21,7 @@ class QuickGELU(nn.Module):
     """x * sigmoid(1.702 x): the GELU approximation OpenAI's CLIP weights were trained with."""
 
     def forward(self, x):
+        """x [...] -> [...], elementwise."""
         return x * torch.sigmoid(1.702 * x)
 
 

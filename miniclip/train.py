@@ -49,6 +49,8 @@ RUN_FILE = "run.json"
 
 @dataclass
 class TrainResult:
+    """What train() returns: the model (eval mode), its tokenizer, the logged rows and the run folder (or None)."""
+
     model: MiniCLIP
     tokenizer: Tokenizer
     history: list[dict]

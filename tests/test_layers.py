@@ -111,3 +111,28 @@ def test_nothing_refers_to_files_outside_the_repository():
              *(root / "bench").glob("*.py"), root / "README.md"]
     marker = "REFERENCES" + ".md"  # split, so that this file does not find itself
     assert not [str(f.relative_to(root)) for f in files if marker in f.read_text()]
+
+
+def public_without_docstring(path: Path) -> list[str]:
+    """'name:line' of every public function, method and class of a file that has no docstring (a name without a
+    leading underscore, in a class whose own name has none, or at the top level)."""
+    missing = []
+
+    def walk(nodes, prefix: str = "") -> None:
+        for node in nodes:
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)) and not node.name.startswith("_"):
+                if ast.get_docstring(node) is None:
+                    missing.append(f"{prefix}{node.name}:{node.lineno}")
+                if isinstance(node, ast.ClassDef):
+                    walk(node.body, f"{prefix}{node.name}.")
+
+    walk(ast.parse(path.read_text(), str(path)).body)
+    return missing
+
+
+def test_every_public_function_has_a_docstring(tmp_path):
+    lacking = {str(p.relative_to(PACKAGE.parent)): m for p in PACKAGE.rglob("*.py") if (m := public_without_docstring(p))}
+    assert not lacking, f"give these a short docstring (shapes and units): {lacking}"
+    bare = tmp_path / "bare.py"
+    bare.write_text('class A:\n    """A."""\n\n    def f(self):\n        return 1\n\n    def _g(self):\n        return 2\n')
+    assert public_without_docstring(bare) == ["A.f:4"]  # the check sees a bare method, not a private one

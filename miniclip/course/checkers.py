@@ -22,6 +22,7 @@ class CheckResult:
 
     @property
     def ok(self) -> bool:
+        """True when the answer is exact or close enough."""
         return self.status in ("exact", "close")
 
     def __bool__(self):

@@ -40,6 +40,8 @@ SCORED_ON_FILE = "zeroshot_set.json"
 
 @dataclass
 class ObjectiveRun:
+    """A trained objective: its model and tokenizer, and its zero-shot learning curve."""
+
     kind: str  # one of OBJECTIVES
     model: torch.nn.Module  # MiniCLIP, BagOfWords or Captioner, in eval mode
     tokenizer: Tokenizer

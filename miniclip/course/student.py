@@ -83,6 +83,7 @@ def build(src_dir, out_dir) -> list[Path]:
 
 
 def main(argv=None) -> int:
+    """`python -m miniclip.course.student build SRC --out DIR`; returns the exit status."""
     parser = argparse.ArgumentParser(prog="python -m miniclip.course.student", description="Build student notebooks.")
     sub = parser.add_subparsers(dest="command", required=True)
     b = sub.add_parser("build", help="write student notebooks with the solutions cut out")

@@ -144,6 +144,7 @@ class PromptClassifierApp(_App):
 
     @property
     def index(self) -> int:
+        """The position of the image shown, in the app's images."""
         return int(self.picker.value)
 
     def _on_change(self, change) -> None:

@@ -57,6 +57,7 @@ class PairedData:
 
     @property
     def num_images(self) -> int:
+        """N, the number of images."""
         return len(self.images)
 
     def captions_of(self, i: int) -> list[str]:

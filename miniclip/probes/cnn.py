@@ -38,7 +38,8 @@ class TinyCNN(nn.Module):
         self.head = nn.Linear(c_in * grid * grid, num_classes)
         self.image_size = 32
 
-    def forward(self, x):  # x: [B, 3, 32, 32] normalised -> logits [B, K]
+    def forward(self, x):
+        """x [B, 3, 32, 32], normalised -> logits [B, K]."""
         pooled = F.adaptive_max_pool2d(self.features(x), self.grid)  # max per cell: [B, 64, grid, grid]
         return self.head(pooled.flatten(1))  # [B, 64 * grid * grid] -> [B, K]
 
