@@ -125,6 +125,31 @@ def write_jsonl(path, rows: list[dict]) -> None:
     atomic_write_text(path, "".join(to_json(r, indent=None) + "\n" for r in rows))
 
 
+class MetricsLog:
+    """metrics.jsonl as a run writes it: `rows` kept in memory, and each new row appended to the file (one line,
+    flushed at once, so that a killed run loses at most the line being written). path None: in memory only. The
+    file starts as `rows` (on resume: the log as it was at the checkpoint, rows past its step dropped)."""
+
+    def __init__(self, path, rows: list[dict]):
+        self.rows, self.file = rows, None
+        if path is not None:
+            write_jsonl(path, rows)
+            self.file = open(path, "a")
+
+    def write(self, row: dict) -> None:
+        """Append one row (a dict of JSON values; NaN becomes null)."""
+        self.rows.append(row)
+        if self.file is not None:
+            self.file.write(to_json(row, indent=None) + "\n")
+            self.file.flush()
+
+    def close(self) -> None:
+        """Close the file (the rows stay)."""
+        if self.file is not None:
+            self.file.close()
+            self.file = None
+
+
 # ---------------------------------------------------------------------------------------------------- tensors
 
 def save_tensors(tensors: dict[str, torch.Tensor], path, metadata: dict[str, str] | None = None) -> None:

@@ -32,9 +32,9 @@ import torch.nn as nn
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from miniclip.checkpoint import (METRICS_FILE, MODEL_FILE, TOKENIZER_FILE, TRAIN_STATE_FILE, atomic_write_json, load,
-                                 load_tokenizer, load_train_state, read_jsonl, save, save_train_state,
-                                 sweep_temporary_files, to_json, weights_digest, write_jsonl)
+from miniclip.checkpoint import (METRICS_FILE, MODEL_FILE, TOKENIZER_FILE, TRAIN_STATE_FILE, MetricsLog,
+                                 atomic_write_json, load, load_tokenizer, load_train_state, read_jsonl, save,
+                                 save_train_state, sweep_temporary_files, to_json, weights_digest)
 from miniclip.config import TrainConfig
 from miniclip.data.batches import Batches
 from miniclip.data.shapes import swap_relation
@@ -295,7 +295,7 @@ def train(cfg: TrainConfig | None = None, *, out=None, resume: bool = False, ove
         net = nn.parallel.DistributedDataParallel(net, device_ids=[device.index] if device.type == "cuda" else None)
     net = torch.compile(net) if cfg.compile else net
     eval_fn = eval_fn or (lambda m, t: evaluate_suite(m, t, cfg.data, device=device, seed=cfg.seed))
-    log = _Log(out / METRICS_FILE if out is not None and main_process else None, history)
+    log = MetricsLog(out / METRICS_FILE if out is not None and main_process else None, history)
     if out is not None and main_process:
         atomic_write_json(out / RUN_FILE, _run_record(cfg, world))
         if not resume:
@@ -361,27 +361,6 @@ def _checkpoint(out: Path, model, tokenizer, optimizer, step: int) -> None:
     """The model files first, then train_state.safetensors: the one file --resume reads, renamed into place last."""
     save(model, tokenizer, out, step=step)
     save_train_state(model, optimizer, step, out / TRAIN_STATE_FILE)
-
-
-class _Log:
-    """metrics.jsonl, one row per line, flushed as it goes; history rows past a resumed step are dropped."""
-
-    def __init__(self, path: Path | None, rows: list[dict]):
-        self.rows, self.file = rows, None
-        if path is not None:
-            write_jsonl(path, rows)  # on resume: the log as it was at the checkpoint
-            self.file = open(path, "a")
-
-    def write(self, row: dict) -> None:
-        self.rows.append(row)
-        if self.file is not None:
-            self.file.write(to_json(row, indent=None) + "\n")
-            self.file.flush()
-
-    def close(self) -> None:
-        if self.file is not None:
-            self.file.close()
-            self.file = None
 
 
 def load_or_train(cfg: TrainConfig, out, progress: bool = True, **train_kwargs) -> TrainResult:
