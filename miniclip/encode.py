@@ -4,7 +4,8 @@
     text_features = encode_texts(model, tokenizer, data.captions)   # [C, D], unit length
 
 Images are uint8 [N, S, S, 3] (numpy, memmap or tensor) or normalised float tensors [N, 3, H, W], resized to the
-model's image size when it differs. Retrieval, zero-shot classification and the probes all start here.
+model's image size when it differs. Retrieval, zero-shot classification and the probes all start here, so this is
+where a broken model (NaN or infinite features) stops them with an error instead of a meaningless score.
 """
 from __future__ import annotations
 
@@ -60,6 +61,15 @@ def prepare_images(images, image_size: int, device=None, dtype=torch.float32) ->
     return x
 
 
+def check_finite(features: torch.Tensor, what: str) -> torch.Tensor:
+    """features unchanged, or FloatingPointError when any is NaN or infinite: the model is broken (a diverged run),
+    and every score made from such features (an argmax, a comparison, a rate) would be meaningless, not low."""
+    if not torch.isfinite(features).all():
+        raise FloatingPointError(f"the model's {what} features hold NaN or infinite values, so its weights are broken "
+                                 "(a diverged run?); nothing measured with them would mean anything")
+    return features
+
+
 def _batches(n: int, batch_size: int, desc: str):
     """Start indices of the batches of n items; a tqdm bar when there are many batches."""
     starts = range(0, n, batch_size)
@@ -81,7 +91,7 @@ def encode_images(model, images, batch_size: int = 256, device=None) -> torch.Te
             features.append(F.normalize(model.encode_image(x).float(), dim=-1))
     if not features:
         return torch.zeros(0, model.config.embed_dim, device=device)
-    return torch.cat(features)
+    return check_finite(torch.cat(features), "image")
 
 
 @torch.no_grad()
@@ -97,4 +107,4 @@ def encode_texts(model, tokenizer, texts: list[str], batch_size: int = 1024, dev
             features.append(F.normalize(model.encode_text(tokens.to(device)).float(), dim=-1))
     if not features:
         return torch.zeros(0, model.config.embed_dim, device=device)
-    return torch.cat(features)
+    return check_finite(torch.cat(features), "text")

@@ -2,15 +2,18 @@
 import json
 import os
 
+import numpy as np
 import pytest
 import torch
 
 import miniclip
+from miniclip import probes
 from miniclip.__main__ import main
 from miniclip.checkpoint import atomic_write_text, read_jsonl, save, write_jsonl
 from miniclip.config import TrainConfig
 from miniclip.evaluate import evaluate_suite, retrieval_metrics
 from miniclip.train import train
+from miniclip.zeroshot import zeroshot_predict
 
 SMALL = dict(preset="shapes-tiny", steps=8, batch_size=32, num_images=300, warmup_steps=2, log_every=2,
              eval_every=0, checkpoint_every=4)
@@ -123,6 +126,24 @@ def test_a_model_with_nan_weights_never_scores_perfect_recall():
         model.visual.proj.fill_(float("nan"))
     with pytest.raises(FloatingPointError):
         evaluate_suite(model, tokenizer, "shapes", num_images=100, zeroshot_per_class=1)
+
+
+def test_a_broken_model_gets_no_probe_score(tmp_path, capsys):
+    """NaN features used to give the typographic probe a flip rate of 0 (robust!) and the bias probe gaps of 0
+    (unbiased!): argmax and comparisons of NaN quietly make numbers. Now every probe stops with one error."""
+    model = miniclip.MiniCLIP(miniclip.CLIPConfig.preset("shapes-tiny"))
+    tokenizer = miniclip.Tokenizer.train(["a red circle", "two blue stars with the word star"] * 20, 300, 32)
+    model.config.eot_token_id = tokenizer.end_id
+    with torch.no_grad():
+        model.visual.proj.fill_(float("nan"))
+    for probe in (probes.typographic, probes.bias):
+        with pytest.raises(FloatingPointError, match="broken"):
+            probe(model, tokenizer, per_class=1)
+    with pytest.raises(FloatingPointError, match="broken"):
+        zeroshot_predict(model, np.zeros((2, 32, 32, 3), np.uint8), torch.eye(64)[:, :3])
+    save(model, tokenizer, tmp_path / "run")
+    status, err = cli(capsys, "probe", tmp_path / "run", "--smoke")
+    assert status == 2 and "broken" in err and len(err.splitlines()) == 1
 
 
 def test_json_output_writes_null_for_nan():
