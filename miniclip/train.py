@@ -212,8 +212,9 @@ def run_is_finished(cfg: TrainConfig, out) -> bool:
     return same and (out / MODEL_FILE).is_file() and bool(history) and history[-1].get("step") == cfg.steps
 
 
-def _prepare_run_dir(cfg: TrainConfig, out: Path, resume: bool, overwrite: bool) -> None:
-    """Refuse to train over an existing run unless told to (--resume continues it, --overwrite replaces it)."""
+def _check_run_dir(cfg: TrainConfig, out: Path, resume: bool, overwrite: bool) -> None:
+    """Refuse to train over an existing run unless told to (--resume continues it, --overwrite replaces it). Deletes
+    nothing; creates `out` when it is missing, so that a folder that cannot be written fails now, before any work."""
     if resume and overwrite:
         raise ValueError("--resume continues the run in the folder and --overwrite replaces it: choose one")
     if resume:
@@ -224,14 +225,30 @@ def _prepare_run_dir(cfg: TrainConfig, out: Path, resume: bool, overwrite: bool)
         if saved not in (None, cfg.preset):
             raise ValueError(f"--resume: the run in {out} was trained with --preset {saved}, not {cfg.preset}; "
                              f"resume it with --preset {saved}")
+    elif out.is_dir() and any(out.iterdir()) and not overwrite:
+        raise FileExistsError(f"{out} is not empty: continue its run with --resume, replace it with --overwrite, "
+                              "or choose another --out")
+    out.mkdir(parents=True, exist_ok=True)
+
+
+def _prepare_run_dir(out: Path, resume: bool) -> None:
+    """After _check_run_dir and once the data has loaded: remove what a killed run left half-written (resume), or
+    empty the folder (--overwrite: the old run goes only now, when the new one can start)."""
+    if resume:
         sweep_temporary_files(out)
         return
-    if out.is_dir() and any(out.iterdir()):
-        if not overwrite:
-            raise FileExistsError(f"{out} is not empty: continue its run with --resume, replace it with --overwrite, "
-                                  "or choose another --out")
+    if any(out.iterdir()):
         shutil.rmtree(out)
-    out.mkdir(parents=True, exist_ok=True)  # a folder that cannot be written fails now, before any work
+        out.mkdir()
+
+
+def _check_data(cfg: TrainConfig, data, image_size: int) -> None:
+    """A cache of another image size than the preset's is one clear error, before anything is written."""
+    size = data.images.shape[1]
+    if size != image_size:
+        raise ValueError(f"--data {cfg.data}: its images are {size} px, but --preset {cfg.preset} takes {image_size} "
+                         f"px; build a cache with `miniclip prepare ... --size {image_size}`, or choose a preset "
+                         f"of {size} px")
 
 
 def _load_base(cfg: TrainConfig, model_cfg) -> tuple[MiniCLIP, Tokenizer]:
@@ -266,12 +283,15 @@ def train(cfg: TrainConfig | None = None, *, out=None, resume: bool = False, ove
     device = _process_device(cfg.device, world)
     out, main_process = (Path(out) if out is not None else None), rank == 0
     if out is not None and main_process:
-        _prepare_run_dir(cfg, out, resume, overwrite)
+        _check_run_dir(cfg, out, resume, overwrite)
     seed_everything(cfg.seed)
 
     model_cfg = cfg.model_config()
     data = load_pairs(cfg.data, "train", image_size=model_cfg.image_size, n=cfg.num_images or None, seed=cfg.seed,
                       word_fraction=cfg.word_fraction, **cfg.shapes_options)
+    _check_data(cfg, data, model_cfg.image_size)
+    if out is not None and main_process:
+        _prepare_run_dir(out, resume)
     base = _load_base(cfg, model_cfg) if cfg.init_from else None
     if resume:
         tokenizer = load_tokenizer(out / TOKENIZER_FILE)

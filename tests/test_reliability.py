@@ -44,6 +44,16 @@ def test_train_into_an_existing_run_refuses_without_resume_or_overwrite(tmp_path
     assert read_jsonl(tmp_path / "run" / "metrics.jsonl")[-1]["step"] == 4
 
 
+def test_data_of_another_image_size_is_refused_before_the_old_run_is_replaced(tmp_path, capsys):
+    train(TrainConfig(**{**SMALL, "steps": 2}), out=tmp_path / "run", eval_fn=no_eval, progress=False)
+    files = {p.name: p.read_bytes() for p in (tmp_path / "run").iterdir()}
+    assert cli(capsys, "prepare", "shapes", "--n", 40, "--size", 64, "--out", tmp_path / "c64")[0] == 0
+    status, err = cli(capsys, "train", "--data", tmp_path / "c64", "--out", tmp_path / "run", "--overwrite",
+                      "--steps", 2, "--batch-size", 8)
+    assert status == 2 and len(err.splitlines()) == 1 and "64 px" in err and "--size 32" in err
+    assert {p.name: p.read_bytes() for p in (tmp_path / "run").iterdir()} == files  # --overwrite waited for the data
+
+
 def test_export_hf_refuses_its_own_run_directory(tmp_path, capsys):
     train(TrainConfig(**{**SMALL, "steps": 2}), out=tmp_path / "run", eval_fn=no_eval, progress=False)
     files = sorted(p.name for p in (tmp_path / "run").iterdir())
