@@ -14,5 +14,6 @@ def test_demo_draws_a_zero_shot_curve_and_keeps_an_earlier_demo(tmp_path):
     curve = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     points = [r["step"] for r in curve if "val_zeroshot_top1" in r]
     assert points == [10, 20, 30]  # a curve, not one point at the end
-    with pytest.raises(FileExistsError, match="--overwrite"):
+    with pytest.raises(FileExistsError, match="--overwrite") as refused:
         demo(out, steps=30, num_images=1500)
+    assert "--resume" not in str(refused.value)  # a flag `miniclip demo` does not have

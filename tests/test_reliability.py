@@ -54,6 +54,11 @@ def test_data_of_another_image_size_is_refused_before_the_old_run_is_replaced(tm
     assert {p.name: p.read_bytes() for p in (tmp_path / "run").iterdir()} == files  # --overwrite waited for the data
 
 
+def test_too_few_images_for_a_batch_names_the_flags(tmp_path, capsys):
+    status, err = cli(capsys, "train", "--num-images", 10, "--batch-size", 256, "--steps", 2, "--out", tmp_path / "r")
+    assert status == 2 and "--num-images" in err and "--batch-size" in err
+
+
 def test_export_hf_refuses_its_own_run_directory(tmp_path, capsys):
     train(TrainConfig(**{**SMALL, "steps": 2}), out=tmp_path / "run", eval_fn=no_eval, progress=False)
     files = sorted(p.name for p in (tmp_path / "run").iterdir())

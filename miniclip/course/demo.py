@@ -32,6 +32,9 @@ def demo(out="runs/demo", steps: int | None = None, seed: int = 0, overwrite: bo
     overrides: other TrainConfig fields (e.g. num_images=2000 for a quick test).
     """
     out = Path(out)
+    if out.is_dir() and any(out.iterdir()) and not overwrite:  # train() would offer --resume, which demo has not
+        raise FileExistsError(f"{out} is not empty (an earlier demo?): replace it with --overwrite, or choose another "
+                              "--out")
     cfg = TrainConfig.for_preset("shapes-tiny", **{"seed": seed, "eval_every": EVAL_EVERY,
                                                    **({"steps": steps} if steps else {}), **overrides})
     # The curve: zero-shot top-1 on held-out single-object images (20 per class), measured during training.

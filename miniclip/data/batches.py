@@ -58,7 +58,8 @@ class Batches:
         self.usable = np.flatnonzero(self.count > 0)  # images with at least one caption
         if len(self) == 0:
             n = len(self.usable)
-            raise ValueError(f"{n} captioned images make no batch of {batch_size} (drop_last={drop_last})")
+            raise ValueError(f"{n} captioned images make no batch of {batch_size} pairs (each image once a batch): "
+                             "use more images (--num-images, or a larger cache) or a smaller --batch-size")
         self.tokens = tokens.to(self.device)
         self.images, self._pinned = data.images, None
         if self.device.type == "cuda":
