@@ -11,7 +11,7 @@
 3. bench/gpu_throughput.py's measurement (synthetic data, the real loader and train step) of coco-small and
    coco-base, with and without torch.compile; its peak is torch's largest allocation.
 The table gives, per step: seconds, pairs/s, MFU, peak GPU memory (GiB) and the precision that
-miniclip.train.precision chooses on the device. Everything goes under --out (default runs/gpu_check): the
+miniclip.device.precision chooses on the device. Everything goes under --out (default runs/gpu_check): the
 stand-ins, the runs, the executed notebooks, one log per step and table.txt.
 """
 from __future__ import annotations
@@ -29,7 +29,7 @@ import torch
 
 import gpu_throughput  # bench/ is on sys.path: this script's own folder
 from miniclip.course.lesson import REHEARSAL_STANDIN_IMAGES
-from miniclip.train import precision
+from miniclip.device import precision
 
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOKS = ["04_training_on_coco", "05_zero_shot_prompt_classifiers", "06_retrieval_and_embedding_space",

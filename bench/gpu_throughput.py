@@ -8,7 +8,7 @@ size (118k images of random pixels, random captions) run through the real loader
 MFU = achieved model FLOP/s / the GPU's peak bf16 FLOP/s (--peak-tflops, default 989 for an H100/H200 SXM
 dense bf16). Model FLOPs per pair = 3 x forward (forward + backward), forward counted from the config:
 2 x multiply-adds of every linear layer per token, plus attention's two T x T products.
-precision: the autocast dtype that miniclip.train.precision chooses for the device (what training uses).
+precision: the autocast dtype that miniclip.device.precision chooses for the device (what training uses).
 Target (issue 4): MFU of 35% or more for coco-base.
 """
 from __future__ import annotations
@@ -23,7 +23,8 @@ from miniclip.config import CLIPConfig
 from miniclip.data import PairedData
 from miniclip.data.batches import Batches
 from miniclip.config import TrainConfig
-from miniclip.train import _Features, param_groups, precision, train_step
+from miniclip.device import precision
+from miniclip.train import _Features, param_groups, train_step
 from miniclip.model import MiniCLIP
 
 

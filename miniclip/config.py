@@ -149,6 +149,9 @@ class TrainConfig:
             if not isinstance(getattr(self, name), int) or getattr(self, name) < 0:
                 raise ValueError(f"TrainConfig.{name} (--{name.replace('_', '-')}) must be 0 or more, "
                                  f"got {getattr(self, name)!r}")
+        if not 0 <= self.word_fraction <= 1:
+            raise ValueError(f"TrainConfig.word_fraction (--word-fraction) must be a share between 0 and 1, "
+                             f"got {self.word_fraction!r}")
         if not (isinstance(self.lr, (int, float)) and math.isfinite(self.lr) and self.lr > 0):
             raise ValueError(f"TrainConfig.lr (--lr) must be a finite positive number, got {self.lr!r}")
         if self.preset not in PRESETS:

@@ -18,16 +18,12 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import os
-import random
 import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
-import torch.distributed as dist
 import torch.nn as nn
 import torch.nn.functional as F
 from tqdm.auto import tqdm
@@ -39,6 +35,7 @@ from miniclip.config import TrainConfig
 from miniclip.data.batches import Batches
 from miniclip.data.shapes import swap_relation
 from miniclip.data.sources import load_pairs
+from miniclip.device import precision, process_device, seed_everything, start_processes
 from miniclip.evaluate import evaluate_suite
 from miniclip.loss import distributed_clip_loss
 from miniclip.model import MiniCLIP
@@ -124,53 +121,6 @@ def hard_negative_tokens(captions: list[str], tokenizer: Tokenizer) -> torch.Ten
     return tokens
 
 
-# ------------------------------------------------------------------------------------------------ the machine
-
-def pick_device(name: str = "auto") -> torch.device:
-    """"auto" -> cuda when a GPU is visible, else cpu; a named device that is not there is a clear error."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"--device {name}: this machine has no CUDA GPU that torch can use; use --device cpu")
-    return device
-
-
-def seed_everything(seed: int) -> None:
-    """Seed Python's, numpy's and torch's generators: the same seed gives the same run."""
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
-
-
-def precision(device: torch.device):
-    """(autocast context, dtype) for training on `device`: bf16 where the GPU has bf16 units (compute capability
-    >= 8.0: A100, H100, L4); fp16 with a GradScaler on older GPUs such as Colab's T4 (7.5), which has no bf16
-    convolution kernels; fp32 on the CPU (bf16 autocast measured 1.3x slower on a 2-core CPU)."""
-    if device.type == "cuda":
-        dtype = torch.bfloat16 if torch.cuda.get_device_capability(device) >= (8, 0) else torch.float16
-        return torch.autocast("cuda", dtype=dtype), dtype
-    return torch.autocast("cpu", enabled=False), torch.float32
-
-
-def _process_device(name: str, world: int) -> torch.device:
-    """This process's device: pick_device(name), or under torchrun the GPU of its LOCAL_RANK; TF32 matmuls on."""
-    device = pick_device(name)
-    if device.type == "cuda" and world > 1:
-        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
-        torch.cuda.set_device(device)
-    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
-    return device
-
-
-def _distributed() -> tuple[int, int]:
-    """(rank, world size); starts the process group when launched by torchrun."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world > 1 and not dist.is_initialized():
-        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
-    return (dist.get_rank(), world) if world > 1 else (0, 1)
-
-
 # ------------------------------------------------------------------------------------------------ the run folder
 
 def _run_record(cfg: TrainConfig, world: int = 1) -> dict:
@@ -253,7 +203,10 @@ def _check_data(cfg: TrainConfig, data, image_size: int) -> None:
 
 def _load_base(cfg: TrainConfig, model_cfg) -> tuple[MiniCLIP, Tokenizer]:
     """The model and tokenizer of cfg.init_from, checked to be of cfg's preset (same shapes, same context)."""
-    model, tokenizer = load(cfg.init_from)
+    try:
+        model, tokenizer = load(cfg.init_from)
+    except (OSError, ValueError) as e:  # missing or damaged: say which flag pointed there
+        raise type(e)(f"--init-from {cfg.init_from}: {e}") from e
     if tokenizer is None:
         raise FileNotFoundError(f"--init-from {cfg.init_from}: the run holds no {TOKENIZER_FILE}")
     theirs, ours = model.config.to_dict(), model_cfg.to_dict()
@@ -277,22 +230,22 @@ def train(cfg: TrainConfig | None = None, *, out=None, resume: bool = False, ove
     """
     cfg = TrainConfig.for_preset(overrides.pop("preset", "shapes-tiny"), **overrides) if cfg is None else \
         dataclasses.replace(cfg, **overrides)
-    rank, world = _distributed()
+    rank, world = start_processes()
     if cfg.batch_size % world:
         raise ValueError(f"--batch-size {cfg.batch_size} must be divisible by the number of processes ({world})")
-    device = _process_device(cfg.device, world)
+    device = process_device(cfg.device, world)
     out, main_process = (Path(out) if out is not None else None), rank == 0
     if out is not None and main_process:
         _check_run_dir(cfg, out, resume, overwrite)
     seed_everything(cfg.seed)
 
     model_cfg = cfg.model_config()
+    base = _load_base(cfg, model_cfg) if cfg.init_from else None  # before the data: a wrong start fails at once
     data = load_pairs(cfg.data, "train", image_size=model_cfg.image_size, n=cfg.num_images or None, seed=cfg.seed,
                       word_fraction=cfg.word_fraction, **cfg.shapes_options)
     _check_data(cfg, data, model_cfg.image_size)
     if out is not None and main_process:
         _prepare_run_dir(out, resume)
-    base = _load_base(cfg, model_cfg) if cfg.init_from else None
     if resume:
         tokenizer = load_tokenizer(out / TOKENIZER_FILE)
     else:

@@ -147,6 +147,8 @@ def test_holdout_and_correlation():
     assert 0.85 < red.count("circle") / len(red) < 0.95
     with pytest.raises(ValueError, match="correlation must be like"):
         shapes.generate(10, correlation={"colour": "red"})
+    with pytest.raises(ValueError, match="correlation must be like"):
+        shapes.generate(10, correlation={"colour": "red", "shape": "circle", "strength": 1.5})
 
 
 def test_renditions():

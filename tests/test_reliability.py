@@ -180,11 +180,23 @@ def test_an_evaluation_on_few_images_warns_and_says_how_many():
 # ---------------------------------------------------------------------------------------------- flags and files
 
 @pytest.mark.parametrize("flag, value", [("--steps", 0), ("--steps", -3), ("--batch-size", 0), ("--batch-size", -1),
-                                         ("--num-images", -5), ("--lr", "nan"), ("--lr", -0.1), ("--lr", "inf")])
+                                         ("--num-images", -5), ("--lr", "nan"), ("--lr", -0.1), ("--lr", "inf"),
+                                         ("--word-fraction", 2), ("--word-fraction", -0.5)])
 def test_bad_training_flags_are_named_before_any_work(tmp_path, capsys, flag, value):
     status, err = cli(capsys, "train", "--out", tmp_path / "run", flag, value)
     assert status == 2 and flag in err and "Traceback" not in err
     assert not (tmp_path / "run").exists()  # refused before anything was written
+
+
+def test_a_missing_start_is_named_with_its_flag_before_the_data_is_made(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr("miniclip.train.load_pairs", lambda *a, **k: pytest.fail("the data was made first"))
+    status, err = cli(capsys, "train", "--out", tmp_path / "run", "--init-from", tmp_path / "no-run", "--steps", 1)
+    assert status == 2 and err.count("--init-from") == 1 and "no-run" in err and len(err.splitlines()) == 1
+
+
+def test_bad_shares_of_the_shapes_world_are_refused(tmp_path, capsys):
+    status, err = cli(capsys, "prepare", "shapes", "--n", 10, "--word-fraction", -1, "--out", tmp_path / "c")
+    assert status == 2 and "word_fraction" in err and not (tmp_path / "c" / "images.u8").exists()
 
 
 def test_batch_size_one_warns_that_nothing_is_learned(tmp_path, capsys):

@@ -257,7 +257,7 @@ def test_train_feeds_each_relation_captions_swapped_twin(monkeypatch):
 @pytest.mark.parametrize("capability, dtype", [((7, 5), torch.float16), ((8, 0), torch.bfloat16), ((9, 0), torch.bfloat16)])
 def test_precision_uses_bf16_only_where_the_gpu_has_bf16_units(monkeypatch, capability, dtype):
     """A T4 (7.5) reports bf16 as supported through emulation; it must train in fp16 (with a GradScaler) instead."""
-    from miniclip.train import precision
+    from miniclip.device import precision
 
     monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: capability)
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)  # what a T4 answers

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import torch
 
-from miniclip.train import precision, seed_everything
+from miniclip.device import precision, seed_everything
 
 LESSONS = ("gpu", "laptop", "smoke", "rehearsal")
 REHEARSAL_STANDIN_IMAGES = 400  # COCO stand-in images the rehearsal builds: 320 train (a batch of 256), 40 val, 40 test

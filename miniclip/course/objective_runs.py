@@ -27,9 +27,10 @@ from miniclip.course.objectives import BagOfWords, Captioner, bow_targets, word_
 from miniclip.data import normalise, shapes
 from miniclip.data.batches import Batches
 from miniclip.data.sources import SPLIT_SEED_OFFSET, load_pairs
+from miniclip.device import pick_device, seed_everything
 from miniclip.encode import eval_mode
 from miniclip.tokenizer import Tokenizer
-from miniclip.train import load_or_train, lr_at, make_optimizer, pick_device, run_is_finished, seed_everything, train
+from miniclip.train import load_or_train, lr_at, make_optimizer, run_is_finished, train
 from miniclip.zeroshot import SHAPES_TEMPLATES, evaluate_zeroshot
 
 OBJECTIVES = ("contrastive", "bag of words", "captioner")

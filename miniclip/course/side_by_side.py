@@ -26,7 +26,8 @@ from tqdm.auto import tqdm
 
 from miniclip.checkpoint import read_jsonl
 from miniclip.config import TrainConfig
-from miniclip.train import METRICS_FILE, TrainResult, load_or_train, pick_device, run_is_finished
+from miniclip.device import pick_device
+from miniclip.train import METRICS_FILE, TrainResult, load_or_train, run_is_finished
 
 
 def _call(name: str, function, args: tuple, errors) -> None:

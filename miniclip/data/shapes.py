@@ -50,9 +50,7 @@ UNSEEN_BACKGROUND = "tinted"  # used only by the "background" rendition
 WORD_SUFFIX = " with the word {}"  # appended to every caption of a word-bearing image
 
 
-# ----------------------------------------------------------------------------------------------
-# Scenes
-
+# ------------------------------------------------------------------------------------------------ scenes
 
 @dataclass
 class Obj:
@@ -210,9 +208,7 @@ def make_scene(kind: str = "single", rng=None, *, shapes=None, colours=None, siz
     return Scene(objects=objects, relation=relation, word=word, background=background, rendition=rendition)
 
 
-# ----------------------------------------------------------------------------------------------
-# Captions
-
+# ------------------------------------------------------------------------------------------------ captions
 
 def _article(word: str) -> str:
     return "an" if word[0] in "aeiou" else "a"
@@ -296,9 +292,7 @@ def describe(scene: Scene, rng=None) -> list[str]:
     return out
 
 
-# ----------------------------------------------------------------------------------------------
-# Data sets
-
+# ------------------------------------------------------------------------------------------------ data sets
 
 def _word_for(shape: str, word_match: float, rng: np.random.Generator) -> str:
     """The shape's own name with probability word_match, else another shape's name."""
@@ -335,11 +329,14 @@ def generate(n: int, seed: int = 0, image_size: int = 32, *, mix=(0.5, 0.35, 0.1
     """
     if image_size < 16:
         raise ValueError(f"image_size must be at least 16, got {image_size}")
-    if correlation is not None:
-        missing = {"colour", "shape", "strength"} - set(correlation)
-        if missing or correlation["colour"] not in COLOURS or correlation["shape"] not in SHAPES:
-            example = {"colour": "red", "shape": "circle", "strength": 0.9}
-            raise ValueError(f"correlation must be like {example}, got {correlation}")
+    for name, share in (("word_fraction", word_fraction), ("word_match", word_match)):
+        if not 0 <= share <= 1:
+            raise ValueError(f"{name} must be a share between 0 and 1, got {share}")
+    if correlation is not None and ({"colour", "shape", "strength"} - set(correlation) or correlation["colour"]
+                                    not in COLOURS or correlation["shape"] not in SHAPES
+                                    or not 0 <= correlation["strength"] <= 1):
+        raise ValueError(f"correlation must be like {dict(colour='red', shape='circle', strength=0.9)}, "
+                         f"got {correlation}")
     holdout = sorted({tuple(p) for p in holdout})
     mix = np.asarray(mix, dtype=np.float64)
     if mix.shape != (3,) or (mix < 0).any() or mix.sum() <= 0:

@@ -14,9 +14,10 @@ import torch.nn.functional as F
 
 from miniclip.config import TrainConfig
 from miniclip.data import shapes
+from miniclip.device import seed_everything
 from miniclip.encode import prepare_images
 from miniclip.probes.scoring import probe_data_seed
-from miniclip.train import lr_at, seed_everything
+from miniclip.train import lr_at
 
 
 class TinyCNN(nn.Module):
