@@ -1,5 +1,6 @@
 """course.side_by_side: runs trained in worker processes equal the same runs trained here on one thread."""
 import time
+import warnings
 from pathlib import Path
 
 import pytest
@@ -21,6 +22,18 @@ def _write_when(path, needs=None, wait_s=0.0):  # module-level: picklable
     if needs is not None and not Path(needs).is_file():
         raise RuntimeError(f"{needs} is not there yet")
     Path(path).write_text("done")
+
+
+def _talk(text):  # module-level: picklable
+    print(text, "in two", end=" ")
+    print("parts")
+    warnings.warn(f"{text} warns")
+
+
+def test_what_a_worker_prints_or_warns_reaches_the_notebook(capsys):
+    call_side_by_side({"a": (_talk, ("hello",)), "b": (_talk, ("bye",))}, workers=2, progress=False)
+    out = capsys.readouterr().out
+    assert "[a] hello in two parts" in out and "[b] UserWarning: bye warns" in out
 
 
 def test_a_call_waits_for_the_calls_it_comes_after(tmp_path):

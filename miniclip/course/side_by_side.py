@@ -10,15 +10,19 @@ together: 1.5x the work per second (bench/side_by_side.py measures it on yours).
 models (lesson 8 trains seven, lesson 9 five) finishes sooner when they train side by side. Runs that are already
 finished are only loaded; each run is the same as load_or_train would make it (its own folder, seed, checkpoints,
 resume), but its numbers are those of a one-thread run, which can differ from a two-thread run's in the last
-digits. On a GPU the runs train one after the other in this process.
+digits. What a worker prints or warns is printed here, each line under its run's name (a worker's own output
+would go to the console of the Jupyter server). On a GPU the runs train one after the other in this process.
 """
 from __future__ import annotations
 
+import io
 import multiprocessing
 import os
 import queue
+import sys
 import time
 import traceback
+import warnings
 from pathlib import Path
 
 import torch
@@ -30,9 +34,30 @@ from miniclip.device import pick_device
 from miniclip.train import METRICS_FILE, TrainResult, load_or_train, run_is_finished
 
 
-def _call(name: str, function, args: tuple, errors) -> None:
-    """One worker: one call on one thread (the point of running side by side); a failure goes to `errors`."""
+class _Lines(io.TextIOBase):
+    """A worker's sys.stdout: each complete line goes to the parent (`messages`), which prints it in the notebook; a
+    worker's own output would go to the console of the Jupyter server, where nobody reads it."""
+
+    def __init__(self, name: str, messages):
+        self.name, self.messages, self.pending = name, messages, ""
+
+    def write(self, text: str) -> int:
+        """Send the complete lines of text (the rest waits for its end of line); returns len(text)."""
+        *lines, self.pending = (self.pending + text).split("\n")
+        for line in filter(str.strip, lines):
+            self.messages.put((self.name, line))
+        return len(text)
+
+    def flush(self) -> None:
+        """Nothing to do: lines go as they end."""
+
+
+def _call(name: str, function, args: tuple, errors, messages) -> None:
+    """One worker: one call on one thread (the point of running side by side); what it prints and warns goes to
+    `messages`, a failure to `errors`."""
     torch.set_num_threads(1)
+    sys.stdout = _Lines(name, messages)  # print(); progress bars write to stderr and stay in the console
+    warnings.showwarning = lambda message, category, *_: messages.put((name, f"{category.__name__}: {message}"))
     try:
         function(*args)
     except BaseException:
@@ -91,6 +116,16 @@ def load_or_train_side_by_side(jobs: dict[str, tuple[TrainConfig, Path]], eval_f
     return {name: load_or_train(*jobs[name], progress=progress, eval_fn=eval_fn) for name in order}
 
 
+def _print_messages(messages, bar) -> None:
+    """Print what the workers printed or warned so far, each line under the name of its call, above the bar."""
+    while True:
+        try:
+            name, line = messages.get_nowait()
+        except queue.Empty:
+            return
+        bar.write(f"[{name}] {line}")
+
+
 def call_side_by_side(calls: dict[str, tuple], workers: int | None = None, progress: bool = True,
                       desc: str = "side by side", total: int | None = None, done=None, after=None) -> None:
     """{name: (function, args)}: every function(*args) in its own process on one thread, `workers` at a time.
@@ -104,7 +139,7 @@ def call_side_by_side(calls: dict[str, tuple], workers: int | None = None, progr
     """
     context = multiprocessing.get_context("spawn")  # a fresh interpreter: safe from a notebook, on every OS
     workers = max(1, min(workers or os.cpu_count() or 1, len(calls)))
-    errors, waiting, running, finished, after = context.Queue(), list(calls), {}, 0, after or {}
+    errors, messages, waiting, running, finished, after = context.Queue(), context.Queue(), list(calls), {}, 0, after or {}
     bar = tqdm(total=total or len(calls), disable=not progress, desc=f"{desc} ({len(calls)} runs, {workers} at a time)")
     saved_backend = os.environ.get("MPLBACKEND")
     os.environ["MPLBACKEND"] = "Agg"  # the workers inherit it: a notebook's inline backend needs a notebook
@@ -118,7 +153,7 @@ def call_side_by_side(calls: dict[str, tuple], workers: int | None = None, progr
                     break
                 name = ready[0]
                 waiting.remove(name)
-                running[name] = context.Process(target=_call, args=(name, *calls[name], errors), daemon=True)
+                running[name] = context.Process(target=_call, args=(name, *calls[name], errors, messages), daemon=True)
                 running[name].start()
             for name, process in list(running.items()):
                 process.join(timeout=0.5 / len(running))
@@ -132,8 +167,10 @@ def call_side_by_side(calls: dict[str, tuple], workers: int | None = None, progr
                             where, why = name, f"its process ended with exit code {process.exitcode}"
                         raise RuntimeError(f"the run {where!r} failed: {why.strip().splitlines()[-1]}\n\n"
                                            f"The worker's traceback:\n{why}")
+            _print_messages(messages, bar)
             bar.n = done() if done is not None else finished
             bar.refresh()
+        _print_messages(messages, bar)
         bar.n = bar.total  # all done, even where a call had less to do than counted (a run that only reloaded)
         bar.refresh()
     finally:
