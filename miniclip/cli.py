@@ -58,6 +58,9 @@ def load_run(run_dir):
 def _eval(args) -> int:
     model, tokenizer, run = load_run(args.run_dir)
     data = args.data or run.get("data", "shapes")
+    if args.data is None and data != "shapes" and not Path(data).exists():  # a relative path, seen from elsewhere
+        raise FileNotFoundError(f"{args.run_dir} was trained on {data}, which is not there from this folder: pass "
+                                "--data with the path of that cache (or of another one) to evaluate on")
     metrics = evaluate_suite(model, tokenizer, data, seed=run.get("seed", 0))
     metrics["data"] = data
     print(to_json(metrics, indent=None if args.json else 2))

@@ -194,6 +194,14 @@ def test_a_missing_start_is_named_with_its_flag_before_the_data_is_made(tmp_path
     assert status == 2 and err.count("--init-from") == 1 and "no-run" in err and len(err.splitlines()) == 1
 
 
+def test_eval_of_a_run_whose_cache_is_not_there_asks_for_data(tmp_path, capsys):
+    train(TrainConfig(**{**SMALL, "steps": 2}), out=tmp_path / "run", eval_fn=no_eval, progress=False)
+    record = json.loads((tmp_path / "run" / "run.json").read_text())
+    (tmp_path / "run" / "run.json").write_text(json.dumps({**record, "data": "data/coco64"}))  # trained elsewhere
+    status, err = cli(capsys, "eval", tmp_path / "run")
+    assert status == 2 and "data/coco64" in err and "--data" in err and len(err.splitlines()) == 1
+
+
 def test_bad_shares_of_the_shapes_world_are_refused(tmp_path, capsys):
     status, err = cli(capsys, "prepare", "shapes", "--n", 10, "--word-fraction", -1, "--out", tmp_path / "c")
     assert status == 2 and "word_fraction" in err and not (tmp_path / "c" / "images.u8").exists()
