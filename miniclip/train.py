@@ -344,7 +344,10 @@ def load_or_train(cfg: TrainConfig, out, progress: bool = True, **train_kwargs) 
     """
     out = Path(out)
     if run_is_finished(cfg, out):
-        model, tokenizer = load(out)
+        try:
+            model, tokenizer = load(out)
+        except ValueError as e:  # damaged: never deleted for the user (a flaky network drive may read it next time)
+            raise ValueError(f"{e} To train this run again instead, delete the folder {out}.") from e
         return TrainResult(model=model, tokenizer=tokenizer, history=read_jsonl(out / METRICS_FILE), out=out)
     resume = _same_recipe(out, cfg) and (out / TRAIN_STATE_FILE).is_file()
     if out.is_dir() and any(out.iterdir()) and not resume:

@@ -12,7 +12,7 @@ from miniclip.__main__ import main
 from miniclip.checkpoint import atomic_write_text, read_jsonl, save, write_jsonl
 from miniclip.config import TrainConfig
 from miniclip.evaluate import evaluate_suite, retrieval_metrics
-from miniclip.train import train
+from miniclip.train import load_or_train, train
 from miniclip.zeroshot import zeroshot_predict
 
 SMALL = dict(preset="shapes-tiny", steps=8, batch_size=32, num_images=300, warmup_steps=2, log_every=2,
@@ -200,6 +200,15 @@ def test_eval_of_a_run_whose_cache_is_not_there_asks_for_data(tmp_path, capsys):
     (tmp_path / "run" / "run.json").write_text(json.dumps({**record, "data": "data/coco64"}))  # trained elsewhere
     status, err = cli(capsys, "eval", tmp_path / "run")
     assert status == 2 and "data/coco64" in err and "--data" in err and len(err.splitlines()) == 1
+
+
+def test_a_damaged_finished_run_is_kept_and_the_lesson_says_how_to_train_it_again(tmp_path):
+    cfg = TrainConfig(**{**SMALL, "steps": 2})
+    load_or_train(cfg, tmp_path / "run", progress=False, eval_fn=no_eval)
+    (tmp_path / "run" / "model.safetensors").write_bytes(b"half a file")
+    with pytest.raises(ValueError, match=r"model.safetensors.*delete the folder"):
+        load_or_train(cfg, tmp_path / "run", progress=False, eval_fn=no_eval)
+    assert (tmp_path / "run" / "model.safetensors").read_bytes() == b"half a file"  # nothing replaced behind our back
 
 
 def test_bad_shares_of_the_shapes_world_are_refused(tmp_path, capsys):
