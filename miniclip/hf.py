@@ -12,6 +12,7 @@ the names; two tensors change layout: a block's attn.qkv [3W, W] is transformers
 """
 from __future__ import annotations
 
+import json
 import math
 import shutil
 from pathlib import Path
@@ -260,7 +261,15 @@ def from_transformers(source, tokenizer=None) -> tuple[MiniCLIP, TransformersTok
     if isinstance(source, transformers.CLIPModel):
         hf_model, image_processor = source, None
     else:
-        hf_model = transformers.CLIPModel.from_pretrained(source)
+        config = Path(source) / "config.json"  # a local folder must be a transformers CLIP (a Hub name: see below)
+        if Path(source).is_dir() and (not config.is_file()
+                                      or json.loads(config.read_text()).get("model_type") != "clip"):
+            raise ValueError(f"{source} is not a transformers CLIP folder (its config.json has no model_type 'clip'); "
+                             f"a miniclip run folder loads with miniclip.load({str(source)!r})")
+        hf_model, loading = transformers.CLIPModel.from_pretrained(source, output_loading_info=True)
+        if loading["missing_keys"]:  # transformers would start those weights at random, and say so only in a log
+            raise ValueError(f"{source}: {len(loading['missing_keys'])} weights of its CLIPModel are missing "
+                             f"(e.g. {sorted(loading['missing_keys'])[0]}): not a complete CLIP checkpoint")
         tokenizer = tokenizer or transformers.AutoTokenizer.from_pretrained(source)
         try:
             image_processor = transformers.AutoImageProcessor.from_pretrained(source)

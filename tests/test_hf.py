@@ -7,6 +7,8 @@ import torch
 
 transformers = pytest.importorskip("transformers")
 from PIL import Image  # noqa: E402
+from safetensors import safe_open  # noqa: E402
+from safetensors.torch import save_file  # noqa: E402
 
 from miniclip import CLIPConfig, MiniCLIP, Tokenizer  # noqa: E402
 from miniclip.data import CLIP_MEAN, CLIP_STD  # noqa: E402
@@ -203,3 +205,19 @@ def test_export_without_a_clip_processor_still_loads(tmp_path, tok, monkeypatch)
         probs = model(pixels(image), tok.encode([TEMPLATE.format(label) for label in LABELS]))[0].softmax(-1)[0]
     scores = {r["label"]: r["score"] for r in got}
     np.testing.assert_allclose([scores[label] for label in LABELS], probs.tolist(), atol=1e-5)
+
+
+def test_from_transformers_refuses_what_is_not_a_complete_clip(tmp_path, tok):
+    """A miniclip run folder used to load as a ViT-B/32 of random weights: transformers starts missing weights at
+    random and says so only in a log."""
+    from miniclip.checkpoint import save
+
+    save(MiniCLIP(small_config()), tok, tmp_path / "run")
+    with pytest.raises(ValueError, match=r"not a transformers CLIP folder.*miniclip\.load"):
+        from_transformers(tmp_path / "run")
+    to_transformers(jiggle(MiniCLIP(small_config())), tok, tmp_path / "export")
+    with safe_open(tmp_path / "export" / "model.safetensors", "pt") as f:  # drop one tensor: an incomplete checkpoint
+        tensors = {k: f.get_tensor(k) for k in f.keys() if k != "text_projection.weight"}
+    save_file(tensors, tmp_path / "export" / "model.safetensors", metadata={"format": "pt"})
+    with pytest.raises(ValueError, match=r"1 weights of its CLIPModel are missing \(e\.g\. text_projection"):
+        from_transformers(tmp_path / "export")
