@@ -238,7 +238,10 @@ def load(directory, map_location: str = "cpu") -> tuple[MiniCLIP, Tokenizer | No
         if not path.is_file():
             raise FileNotFoundError(f"{path} not found: is {directory} a miniclip checkpoint (miniclip.save)?")
     try:
-        config = CLIPConfig.from_dict(json.loads(config_path.read_text()))
+        fields = json.loads(config_path.read_text())
+        if isinstance(fields, dict) and fields.get("model_type") == "clip":
+            raise ValueError("it is a transformers CLIP: load it with miniclip.hf.from_transformers")
+        config = CLIPConfig.from_dict(fields)
     except (json.JSONDecodeError, UnicodeDecodeError, TypeError, ValueError) as e:
         raise ValueError(f"{config_path}: not a valid miniclip config ({e})") from e
     model = MiniCLIP(config)

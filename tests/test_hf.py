@@ -210,7 +210,7 @@ def test_export_without_a_clip_processor_still_loads(tmp_path, tok, monkeypatch)
 def test_from_transformers_refuses_what_is_not_a_complete_clip(tmp_path, tok):
     """A miniclip run folder used to load as a ViT-B/32 of random weights: transformers starts missing weights at
     random and says so only in a log."""
-    from miniclip.checkpoint import save
+    from miniclip.checkpoint import load, save
 
     save(MiniCLIP(small_config()), tok, tmp_path / "run")
     with pytest.raises(ValueError, match=r"not a transformers CLIP folder.*miniclip\.load"):
@@ -221,3 +221,5 @@ def test_from_transformers_refuses_what_is_not_a_complete_clip(tmp_path, tok):
     save_file(tensors, tmp_path / "export" / "model.safetensors", metadata={"format": "pt"})
     with pytest.raises(ValueError, match=r"1 weights of its CLIPModel are missing \(e\.g\. text_projection"):
         from_transformers(tmp_path / "export")
+    with pytest.raises(ValueError, match=r"transformers CLIP: load it with miniclip\.hf\.from_transformers"):
+        load(tmp_path / "export")  # and the other way round
