@@ -65,6 +65,7 @@ def test_gpu_lesson_on_stand_ins_keeps_its_sizes_in_a_folder_of_its_own(env, tmp
     assert gpu.standins == tmp_path / "mine" and gpu.runs_dir == tmp_path / "runs" / "gpu-standins"
     assert (gpu.steps, gpu.num_images, gpu.batch_size) == (5_000, 40_000, None)  # the GPU lesson's sizes
     assert line.startswith("miniclip lesson: gpu ") and "stand-ins" in line and "mean nothing" not in line
+    assert ("would take hours" in line) == (gpu.device == "cpu")  # the GPU lesson on a CPU is warned about
     assert pick_lesson("rehearsal").standins == tmp_path / "mine"  # the rehearsal reads the same folder
 
 

@@ -115,4 +115,7 @@ def start_lesson(seed: int = 0, name: str | None = None) -> Lesson:
         where += f"; COCO, CIFAR-10 and OpenAI's CLIP replaced by stand-ins in {lesson.standins}: {meaning}"
     dtype = str(precision(torch.device(lesson.device))[1]).removeprefix("torch.")  # what training computes in
     print(f"miniclip lesson: {lesson.name} ({where}); device {lesson.device}, training in {dtype}; seed {seed}")
+    if lesson.name == "gpu" and lesson.device == "cpu":
+        print(f"warning: the GPU lesson on a CPU: its {lesson.steps:,}-step {lesson.preset} run would take hours here; "
+              "MINICLIP_LESSON=laptop (or rehearsal, its cells at smoke sizes) fits a CPU")
     return lesson
