@@ -34,6 +34,18 @@ CIFAR10_TEMPLATES = [
 ]
 
 
+def check_template(template: str) -> str:
+    """template unchanged, or ValueError unless it holds exactly one {} where the class name goes ("a photo of a
+    {}."): without one, every class would get the same caption, and the classifier would pick class 0 every time."""
+    try:
+        ok = "{}" in template and template.format("x") == template.replace("{}", "x", 1)
+    except (IndexError, KeyError, ValueError):  # "{} {}", "{name}", "{"
+        ok = False
+    if not ok:
+        raise ValueError(f"each template needs exactly one {{}} where the class name goes: {template!r}")
+    return template
+
+
 @torch.no_grad()
 def zeroshot_classifier(model, tokenizer, classnames: list[str], templates: list[str] | str = SIMPLE_TEMPLATE,
                         device=None) -> torch.Tensor:
@@ -43,6 +55,7 @@ def zeroshot_classifier(model, tokenizer, classnames: list[str], templates: list
         templates = [templates]
     if not classnames or not templates:
         raise ValueError("zeroshot_classifier needs at least one class name and one template")
+    templates = [check_template(t) for t in templates]
     texts = [template.format(name) for name in classnames for template in templates]  # K * T captions
     features = encode_texts(model, tokenizer, texts, device=device)  # [K * T, D], each unit length
     features = features.view(len(classnames), len(templates), -1).mean(dim=1)  # [K, D]: the template ensemble

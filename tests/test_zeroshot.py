@@ -195,3 +195,13 @@ def test_zeroshot_on_cifar_shaped_images_upsamples(tmp_path, monkeypatch, tok):
     model = MiniCLIP(CLIPConfig.preset("shapes-tiny", image_size=64, patch_size=16)).eval()  # 32 px -> 64 px
     out = evaluate_zeroshot(model, tok, images, labels, CIFAR10_CLASSES, CIFAR10_TEMPLATES[:2])
     assert "top5" in out and out["confusion"].shape == (10, 10)
+
+
+def test_a_template_without_a_place_for_the_class_name_is_refused():
+    """Without {}, every class gets the same caption: the classifier's columns are equal and it picks class 0."""
+    tok = Tokenizer.train(["a photo of a red circle.", "a blue star"] * 20, 300, 32)
+    model = MiniCLIP(CLIPConfig.preset("shapes-tiny", eot_token_id=tok.end_id))
+    for bad in ("a photo.", "{} and {}", "{name}"):
+        with pytest.raises(ValueError, match="exactly one {}"):
+            zeroshot_classifier(model, tok, ["red circle", "blue star"], ["a {}.", bad])
+    assert zeroshot_classifier(model, tok, ["red circle", "blue star"], "a photo of a {}.").shape == (64, 2)

@@ -31,7 +31,7 @@ from PIL import Image
 
 from miniclip.course.figures import plot_probabilities
 from miniclip.encode import encode_images, encode_texts
-from miniclip.zeroshot import SIMPLE_TEMPLATE, zeroshot_classifier, zeroshot_logits
+from miniclip.zeroshot import SIMPLE_TEMPLATE, check_template, zeroshot_classifier, zeroshot_logits
 
 THUMBNAIL = 160  # pixels: the image picker shows images at about this size
 RESULT_SIZE = 128  # pixels: each search result (32 px images 4x, 64 px images 2x, larger ones scaled down)
@@ -44,15 +44,7 @@ def parse_classnames(text: str) -> list[str]:
 
 def parse_templates(text: str) -> list[str]:
     """One template per line, blank lines dropped; each must hold exactly one {} where the class name goes."""
-    templates = [line.strip() for line in text.splitlines() if line.strip()]
-    for t in templates:
-        try:
-            ok = "{}" in t and t.format("x") == t.replace("{}", "x", 1)
-        except (IndexError, KeyError, ValueError):  # "{} {}", "{name}", "{"
-            ok = False
-        if not ok:
-            raise ValueError(f"each template needs exactly one {{}} where the class name goes: {t!r}")
-    return templates
+    return [check_template(line.strip()) for line in text.splitlines() if line.strip()]
 
 
 def png_bytes(image: np.ndarray, size: int = THUMBNAIL) -> bytes:
