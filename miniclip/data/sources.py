@@ -17,7 +17,8 @@ def load_pairs(spec: str, split: str = "train", *, image_size: int = 32, n: int 
 
     "shapes": generated on the fly (n images, default 50,000 for train and 1,000 for val/test), each split from
     its own seed. A cache directory (`miniclip prepare`): DIR/<split> when the cache has split folders; a
-    single cache without them keeps its last 1,000 images (about 2%) as "val".
+    single cache without them keeps its last 1,000 images (at most a tenth) as "val", and gives the same images for
+    "test": build split folders for a test set of its own.
     """
     if split not in SPLIT_SEED_OFFSET:
         raise ValueError(f"split must be one of {list(SPLIT_SEED_OFFSET)}, got {split!r}")
