@@ -538,3 +538,14 @@ def test_prepare_shapes_refuses_to_resume_without_the_random_state(tmp_path, mon
     monkeypatch.setattr(shapes, "generate", generate)
     with pytest.raises(IncompleteCacheError, match="cannot be resumed.*delete the folder"):
         build_shapes_cache(tmp_path / "s", 5, chunk_size=2)
+
+
+def test_a_build_where_no_image_is_usable_fails_instead_of_writing_an_empty_cache(tmp_path, capsys):
+    """The classic mistake: val2017's annotations with train2017's images. Every file is missing, and the cache used
+    to be finished with 0 images, exit status 0; training on it then failed far from the cause."""
+    records = [Record(str(tmp_path / f"{i}.jpg"), ["a cat"], "val", i) for i in range(3)]
+    with pytest.raises(ValueError, match=r"none of the 3 records gave a usable image \(3 missing file\)"):
+        build_cache(records, tmp_path / "cache", size=16, workers=1)
+    assert not (tmp_path / "cache" / "manifest.json").exists()  # not finished: load_cache says it is incomplete
+    with pytest.raises(IncompleteCacheError):
+        load_cache(tmp_path / "cache")

@@ -218,6 +218,12 @@ def build_cache(records, out_dir, size: int = 64, workers: int | None = None, li
         writer.close()
         if pool:
             pool.shutdown(wait=True, cancel_futures=True)
+    st = writer.state
+    if st["records_read"] and not st["num_images"]:  # e.g. val2017's annotations with train2017's images
+        why = ", ".join(f"{n} {reason}" for reason, n in sorted(st["skipped"].items()))
+        raise ValueError(f"{out}: none of the {st['records_read']} records gave a usable image ({why}), so the cache "
+                         "would be empty. Check that the images belong to the captions (`prepare coco --images`), "
+                         f"then delete {out} and run again")
     manifest = writer.finish(limit=limit)
     _print_summary(out, manifest)
     return manifest
