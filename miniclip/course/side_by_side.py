@@ -139,7 +139,8 @@ def call_side_by_side(calls: dict[str, tuple], workers: int | None = None, progr
     """
     context = multiprocessing.get_context("spawn")  # a fresh interpreter: safe from a notebook, on every OS
     workers = max(1, min(workers or os.cpu_count() or 1, len(calls)))
-    errors, messages, waiting, running, finished, after = context.Queue(), context.Queue(), list(calls), {}, 0, after or {}
+    errors, messages = context.Queue(), context.Queue()  # the workers' tracebacks; what they print or warn
+    waiting, running, finished, after = list(calls), {}, 0, after or {}
     bar = tqdm(total=total or len(calls), disable=not progress, desc=f"{desc} ({len(calls)} runs, {workers} at a time)")
     saved_backend = os.environ.get("MPLBACKEND")
     os.environ["MPLBACKEND"] = "Agg"  # the workers inherit it: a notebook's inline backend needs a notebook
@@ -153,7 +154,8 @@ def call_side_by_side(calls: dict[str, tuple], workers: int | None = None, progr
                     break
                 name = ready[0]
                 waiting.remove(name)
-                running[name] = context.Process(target=_call, args=(name, *calls[name], errors, messages), daemon=True)
+                running[name] = context.Process(target=_call, args=(name, *calls[name], errors, messages),
+                                                daemon=True)
                 running[name].start()
             for name, process in list(running.items()):
                 process.join(timeout=0.5 / len(running))
@@ -161,6 +163,7 @@ def call_side_by_side(calls: dict[str, tuple], workers: int | None = None, progr
                     del running[name]
                     finished += 1
                     if process.exitcode != 0:
+                        _print_messages(messages, bar)  # what it said before it failed
                         try:
                             where, why = errors.get(timeout=5)  # the worker's traceback
                         except queue.Empty:  # killed without one (out of memory, a signal)
