@@ -42,4 +42,6 @@ def test_make_claims_logs_every_claim_and_counts_the_failures(tmp_path, monkeypa
     assert main(["summary", str(log)]) == 1
     log.write_text(log.read_text().splitlines()[0] + "\n")
     assert main(["summary", str(log)]) == 0
+    capsys.readouterr()
     assert main(["summary", str(tmp_path / "none.jsonl")]) == 1  # no claim checked is no proof
+    assert "none.jsonl: no such file" in capsys.readouterr().out  # and a missing log is named, not counted as 0

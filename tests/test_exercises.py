@@ -59,3 +59,9 @@ def test_cli(tmp_path):
     assert main(["build", str(tmp_path / "src"), "--out", str(tmp_path / "out")]) == 0
     out = json.loads((tmp_path / "out" / "a.ipynb").read_text())
     assert "x = 1" not in "".join(out["cells"][0]["source"]) and out["cells"][0]["outputs"] == []
+
+
+def test_student_build_of_a_folder_without_notebooks_is_one_line(tmp_path, capsys):
+    assert main(["build", str(tmp_path / "nope"), "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert "nope" in err and len(err.splitlines()) == 1 and "Traceback" not in err

@@ -90,8 +90,12 @@ def main(argv=None) -> int:
     b.add_argument("src", help="folder of solution notebooks")
     b.add_argument("--out", required=True, help="folder for the student notebooks")
     args = parser.parse_args(argv)
-    for path in build(args.src, args.out):
-        print(path)
+    try:
+        for path in build(args.src, args.out):
+            print(path)
+    except (OSError, ValueError) as e:  # a wrong folder or a damaged notebook: one line, not a traceback
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     return 0
 
 
