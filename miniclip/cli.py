@@ -15,6 +15,7 @@ what to do, and exits with status 2; `--debug` (or MINICLIP_DEBUG=1) shows the P
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import sys
 from pathlib import Path
@@ -32,12 +33,20 @@ USER_ERRORS = (ValueError, OSError, FloatingPointError, IncompleteCacheError)  #
 
 def _train(args) -> int:
     overrides = {k: v for k, v in dict(
-        data=args.data, steps=args.steps, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
+        preset=args.preset, data=args.data, steps=args.steps, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
         hard_negatives=args.hard_negatives or None, word_fraction=args.word_fraction, num_images=args.num_images,
         eval_every=args.eval_every, checkpoint_every=args.checkpoint_every, compile=args.compile or None,
         device=args.device, init_from=args.init_from,
     ).items() if v is not None}
-    cfg = TrainConfig.for_preset(args.preset, **overrides)  # validates every flag before any work starts
+    # --resume continues the run's own recipe (run.json), not the preset's: a flag given again changes it, and says so
+    fields = {f.name for f in dataclasses.fields(TrainConfig)}
+    saved = {k: v for k, v in read_run_record(args.out).items() if k in fields} if args.resume else {}
+    for name, value in overrides.items():
+        if name in saved and saved[name] != value and name != "preset":  # another preset is refused, by train
+            print(f"miniclip train: --resume with --{name.replace('_', '-')} {value}; the run was trained with "
+                  f"{saved[name]}", file=sys.stderr)
+    cfg = TrainConfig(**{**saved, **overrides}) if saved else \
+        TrainConfig.for_preset(overrides.pop("preset", "shapes-tiny"), **overrides)  # checks every flag before any work
     if cfg.batch_size == 1:
         print("miniclip train: warning: --batch-size 1 has no negatives, so its loss is always 0 and nothing is "
               "learned; use 32 or more", file=sys.stderr)
@@ -137,7 +146,7 @@ def build_parser(extra_commands=()) -> argparse.ArgumentParser:
     _add_prepare(sub)
 
     p = sub.add_parser("train", help="train a model (torchrun for several GPUs)")
-    p.add_argument("--preset", default="shapes-tiny", choices=PRESETS)
+    p.add_argument("--preset", choices=PRESETS, help="default: shapes-tiny (with --resume: the run's)")
     p.add_argument("--data", help="'shapes' or a cache directory from `miniclip prepare`")
     p.add_argument("--out", required=True, help="the run directory (must be empty, unless --resume or --overwrite)")
     p.add_argument("--steps", type=int)

@@ -216,6 +216,21 @@ def test_bad_shares_of_the_shapes_world_are_refused(tmp_path, capsys):
     assert status == 2 and "word_fraction" in err and not (tmp_path / "c" / "images.u8").exists()
 
 
+def test_resume_continues_the_runs_own_recipe_not_the_presets(tmp_path, capsys):
+    """`train --out R --resume` without the flags the run was started with used to go on with the preset's recipe
+    (1000 steps of 256 pairs on 50,000 images), silently mixing two runs in one folder."""
+    run = tmp_path / "run"
+    small = ["--steps", 4, "--batch-size", 16, "--num-images", 300, "--eval-every", 0, "--checkpoint-every", 2]
+    assert cli(capsys, "train", "--out", run, *small)[0] == 0
+    status, err = cli(capsys, "train", "--out", run, "--resume")
+    recipe = json.loads((run / "run.json").read_text())
+    assert status == 0 and (recipe["steps"], recipe["batch_size"], recipe["num_images"]) == (4, 16, 300)
+    assert read_jsonl(run / "metrics.jsonl")[-1]["step"] == 4  # finished: nothing more to do
+    status, err = cli(capsys, "train", "--out", run, "--resume", "--steps", 6)  # a flag given again changes it
+    assert status == 0 and "--steps 6" in err and "trained with 4" in err
+    assert read_jsonl(run / "metrics.jsonl")[-1]["step"] == 6 and json.loads((run / "run.json").read_text())["batch_size"] == 16
+
+
 def test_batch_size_one_warns_that_nothing_is_learned(tmp_path, capsys):
     status, err = cli(capsys, "train", "--out", tmp_path / "run", "--steps", 1, "--batch-size", 1,
                       "--num-images", 50, "--eval-every", 0)
