@@ -50,9 +50,11 @@ def claim(holds, text: str, lesson: str | None = None) -> bool:
 
 def summary(log) -> tuple[int, int]:
     """(claims checked, claims failed) in a MINICLIP_CLAIMS_LOG file; prints each failed claim."""
-    if not Path(log).is_file():
+    rows = []
+    if Path(log).is_file():
+        rows = [json.loads(line) for line in Path(log).read_text().splitlines() if line.strip()]
+    else:
         print(f"{log}: no such file; a run with MINICLIP_CLAIMS_LOG={log} writes it (see `make claims`)")
-    rows = [json.loads(line) for line in Path(log).read_text().splitlines() if line.strip()] if Path(log).is_file() else []
     failed = [r for r in rows if not r["held"]]
     for r in failed:
         print(f"FAILED {r['notebook']}: {r['text']}")
