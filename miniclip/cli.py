@@ -35,7 +35,8 @@ def _train(args) -> int:
     overrides = {k: v for k, v in dict(
         preset=args.preset, data=args.data, steps=args.steps, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
         hard_negatives=args.hard_negatives or None, word_fraction=args.word_fraction, num_images=args.num_images,
-        eval_every=args.eval_every, checkpoint_every=args.checkpoint_every, compile=args.compile or None,
+        eval_every=args.eval_every, eval_images=args.eval_images, eval_per_class=args.eval_per_class,
+        checkpoint_every=args.checkpoint_every, compile=args.compile or None,
         device=args.device, init_from=args.init_from,
     ).items() if v is not None}
     # --resume continues the run's own recipe (run.json), not the preset's: a flag given again changes it, and says so
@@ -70,7 +71,10 @@ def _eval(args) -> int:
     if args.data is None and data != "shapes" and not Path(data).exists():  # a relative path, seen from elsewhere
         raise FileNotFoundError(f"{args.run_dir} was trained on {data}, which is not there from this folder: pass "
                                 "--data with the path of that cache (or of another one) to evaluate on")
-    metrics = evaluate_suite(model, tokenizer, data, seed=run.get("seed", 0))
+    default = TrainConfig()  # a run.json from before these fields: the sizes it was evaluated at
+    sizes = dict(num_images=run.get("eval_images", default.eval_images),
+                 zeroshot_per_class=run.get("eval_per_class", default.eval_per_class))
+    metrics = evaluate_suite(model, tokenizer, data, seed=run.get("seed", 0), **sizes)  # as the run's own evaluations
     metrics["data"] = data
     print(to_json(metrics, indent=None if args.json else 2))
     return 0
@@ -157,6 +161,9 @@ def build_parser(extra_commands=()) -> argparse.ArgumentParser:
     p.add_argument("--word-fraction", type=float, help="shapes world: share of images with a word written on them")
     p.add_argument("--hard-negatives", action="store_true", help="add relation-swapped captions as negatives")
     p.add_argument("--eval-every", type=int)
+    p.add_argument("--eval-images", type=int, help="held-out images of each evaluation (default 1000)")
+    p.add_argument("--eval-per-class", type=int, help="shapes world: zero-shot images per class of each "
+                   "evaluation (default 20; 0: none)")
     p.add_argument("--checkpoint-every", type=int)
     p.add_argument("--compile", action="store_true", help="torch.compile the model")
     p.add_argument("--init-from", help="a run folder to start from (fine-tune its weights and tokenizer)")

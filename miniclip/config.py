@@ -127,6 +127,10 @@ class TrainConfig:
     seed: int = 0
     log_every: int = 10
     eval_every: int = 250  # 0: only at the end
+    # What each evaluation scores (evaluate_suite): held-out images, and zero-shot images per class (shapes
+    # world; 0: none). Part of the recipe, so that a run is never reused for a curve measured another way.
+    eval_images: int = 1000
+    eval_per_class: int = 20
     checkpoint_every: int = 500  # 0: only at the end
     hard_negatives: bool = False  # add each relation caption's argument-swapped twin as a negative (NegCLIP)
     augment: bool = False  # random resized crops (never flips)
@@ -141,11 +145,11 @@ class TrainConfig:
 
     def __post_init__(self):
         self.betas = tuple(self.betas)
-        for name in ("steps", "batch_size"):
+        for name in ("steps", "batch_size", "eval_images"):
             if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
                 raise ValueError(f"TrainConfig.{name} (--{name.replace('_', '-')}) must be a positive whole number, "
                                  f"got {getattr(self, name)!r}")
-        for name in ("num_images", "warmup_steps", "log_every", "eval_every", "checkpoint_every"):
+        for name in ("num_images", "warmup_steps", "log_every", "eval_every", "checkpoint_every", "eval_per_class"):
             if not isinstance(getattr(self, name), int) or getattr(self, name) < 0:
                 raise ValueError(f"TrainConfig.{name} (--{name.replace('_', '-')}) must be 0 or more, "
                                  f"got {getattr(self, name)!r}")

@@ -125,6 +125,9 @@ def evaluate_suite(model, tokenizer, data="shapes", device=None, seed: int = 0, 
     batch_size held-out pairs, nats), num_images, num_captions and, for the shapes world, "zeroshot_top1" and
     "zeroshot_top5" (0..1) on zeroshot_per_class single-object images of each of the 36 classes.
     """
+    if num_images < 1 or zeroshot_per_class < 0:
+        raise ValueError(f"evaluate_suite needs num_images >= 1 and zeroshot_per_class >= 0, got {num_images} and "
+                         f"{zeroshot_per_class}")
     image_size = model.config.image_size
     if isinstance(data, PairedData):
         pairs = data

@@ -226,7 +226,8 @@ def train(cfg: TrainConfig | None = None, *, out=None, resume: bool = False, ove
     cfg: a TrainConfig, or keywords such as preset="shapes-tiny", steps=300 (a preset's recipe is filled in).
     out: the run directory (None: nothing is written); it must be empty or missing unless resume (continue its
     last checkpoint) or overwrite (delete it first). eval_fn(model, tokenizer) -> dict of metrics, called every
-    cfg.eval_every steps and at the end (default: evaluate_suite on held-out data of the same source).
+    cfg.eval_every steps and at the end (default: evaluate_suite on held-out data of the same source, at cfg's
+    eval_images and eval_per_class; a custom eval_fn should read its sizes from cfg too, since run.json records them).
     """
     cfg = TrainConfig.for_preset(overrides.pop("preset", "shapes-tiny"), **overrides) if cfg is None else \
         dataclasses.replace(cfg, **overrides)
@@ -267,7 +268,9 @@ def train(cfg: TrainConfig | None = None, *, out=None, resume: bool = False, ove
     if world > 1:
         net = nn.parallel.DistributedDataParallel(net, device_ids=[device.index] if device.type == "cuda" else None)
     net = torch.compile(net) if cfg.compile else net
-    eval_fn = eval_fn or (lambda m, t: evaluate_suite(m, t, cfg.data, device=device, seed=cfg.seed))
+    eval_fn = eval_fn or (lambda m, t: evaluate_suite(m, t, cfg.data, device=device, seed=cfg.seed,
+                                                      num_images=cfg.eval_images,
+                                                      zeroshot_per_class=cfg.eval_per_class))
     log = MetricsLog(out / METRICS_FILE if out is not None and main_process else None, history)
     if out is not None and main_process:
         atomic_write_json(out / RUN_FILE, _run_record(cfg, world))

@@ -236,6 +236,11 @@ def test_train_probe_model_trains_the_base_first_then_loads_and_retrains_a_stale
     assert run_is_finished(bias, tmp_path / "bias")
     other = probes.train_probe_model("base", tmp_path, folder="data_100", num_images=100, **quiet)
     assert other.out == tmp_path / "data_100"
+    sized = dict(eval_images=110, eval_per_class=1)  # the lesson's evaluation sizes reach the base too
+    probes.train_probe_model("bias", tmp_path / "sized", **quiet, **sized)
+    for name in ("base", "bias"):
+        record = json.loads((tmp_path / "sized" / name / "run.json").read_text())
+        assert (record["eval_images"], record["eval_per_class"]) == (110, 1), name
 
 
 def test_run_probes_runs_only_the_probes_asked_for(run):

@@ -277,3 +277,16 @@ def test_an_out_folder_that_cannot_be_made_is_refused_before_any_work(tmp_path, 
     monkeypatch.setattr(train_module, "load_pairs", lambda *a, **k: pytest.fail("data was loaded first"))
     status, err = cli(capsys, "train", "--out", tmp_path / "a_file" / "run", "--steps", 2)
     assert status == 2 and "a_file" in err
+
+
+
+def test_miniclip_eval_scores_at_the_sizes_the_run_was_evaluated_at(tmp_path, capsys):
+    """`miniclip eval` reproduces the run's own last evaluation: the same held-out images, the same zero-shot set."""
+    run = tmp_path / "run"
+    small = ["--steps", 2, "--batch-size", 16, "--num-images", 300, "--eval-images", 110, "--eval-per-class", 2]
+    assert cli(capsys, "train", "--out", run, *small)[0] == 0
+    assert main(["eval", str(run), "--json"]) == 0
+    metrics = json.loads(capsys.readouterr().out)
+    last = read_jsonl(run / "metrics.jsonl")[-1]
+    assert metrics["num_images"] == last["val_num_images"] == 110
+    assert metrics["zeroshot_top1"] == pytest.approx(last["val_zeroshot_top1"])  # 72 images: the same ones

@@ -178,6 +178,23 @@ def test_load_or_train_reuses_a_finished_run(tmp_path):
     assert (tmp_path / "model.safetensors").stat().st_mtime_ns != stamp  # another recipe: trained again
 
 
+def test_the_evaluation_is_part_of_the_recipe(tmp_path):
+    """The default evaluation scores cfg.eval_images and cfg.eval_per_class, and run.json records them: a finished
+    run is not reused for a curve measured at other sizes (lesson 08's probe runs evaluate at the lesson's sizes)."""
+    cfg = TrainConfig(**{**SMALL, "steps": 2, "eval_images": 120, "eval_per_class": 2})
+    first = load_or_train(cfg, tmp_path, progress=False)
+    scored = [r for r in first.history if "val_num_images" in r]
+    assert [r["val_num_images"] for r in scored] == [120]
+    assert json.loads((tmp_path / "run.json").read_text())["eval_per_class"] == 2
+    assert run_is_finished(cfg, tmp_path)
+    assert not run_is_finished(dataclasses.replace(cfg, eval_images=150), tmp_path)
+    assert not run_is_finished(dataclasses.replace(cfg, eval_per_class=3), tmp_path)
+    with pytest.raises(ValueError, match="eval_images"):
+        TrainConfig(**{**SMALL, "eval_images": 0})
+    with pytest.raises(ValueError, match="num_images >= 1"):  # it used to mean "the default 1,000"
+        evaluate_suite(first.model, first.tokenizer, "shapes", num_images=0)
+
+
 def test_a_run_recorded_before_a_new_trainconfig_field_still_counts_as_finished(tmp_path):
     cfg = TrainConfig(**{**SMALL, "steps": 4})
     load_or_train(cfg, tmp_path, eval_fn=no_eval, progress=False)

@@ -20,8 +20,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from miniclip.checkpoint import (METRICS_FILE, atomic_write_json, atomic_write_text, load_tensors, load_tokenizer,
-                                 read_jsonl, save_tensors)
+from miniclip.checkpoint import atomic_write_json, atomic_write_text, load_tensors, load_tokenizer, save_tensors
 from miniclip.config import TrainConfig
 from miniclip.course.objectives import BagOfWords, Captioner, bow_targets, word_vocabulary
 from miniclip.data import normalise, shapes
@@ -30,13 +29,10 @@ from miniclip.data.sources import SPLIT_SEED_OFFSET, load_pairs
 from miniclip.device import pick_device, seed_everything
 from miniclip.encode import eval_mode
 from miniclip.tokenizer import Tokenizer
-from miniclip.train import load_or_train, lr_at, make_optimizer, run_is_finished, train
+from miniclip.train import load_or_train, lr_at, make_optimizer, run_is_finished
 from miniclip.zeroshot import SHAPES_TEMPLATES, evaluate_zeroshot
 
 OBJECTIVES = ("contrastive", "bag of words", "captioner")
-# Beside a contrastive run (miniclip.train's files), written with each point of its curve: the zero-shot set the
-# curve is scored on. A run whose curve was scored on another set (or before this file existed) is trained again.
-SCORED_ON_FILE = "zeroshot_set.json"
 
 
 @dataclass
@@ -94,19 +90,14 @@ def train_objective(kind: str, cfg: TrainConfig, out, eval_every: int, per_class
                     progress: bool = True) -> ObjectiveRun:
     """Train (or load from `out`) one objective with recipe cfg, evaluating zero-shot every eval_every steps."""
     cfg, record = _run_config(kind, cfg, eval_every, per_class)
-    images, labels = zeroshot_set(per_class, cfg.model_config().image_size)
-    out, scored_on = Path(out), {"zeroshot_per_class": per_class}
+    images, labels = zeroshot_set(cfg.eval_per_class, cfg.model_config().image_size)
+    out = Path(out)
 
     def evaluate(model, tokenizer):
-        if kind == "contrastive":  # the curve's points and the note of the set they are scored on go together
-            atomic_write_json(out / SCORED_ON_FILE, scored_on)
         return {"zeroshot_top1": zeroshot_accuracy(kind, model, tokenizer, images, labels)}
 
-    if kind == "contrastive":  # miniclip.train's run: a curve scored on another set is trained again, not reused
-        if _saved_record(out, SCORED_ON_FILE) != scored_on and _has_curve(out):
-            result = train(cfg, out=out, overwrite=True, progress=progress, eval_fn=evaluate)
-        else:
-            result = load_or_train(cfg, out, progress=progress, eval_fn=evaluate)
+    if kind == "contrastive":  # miniclip.train's run; its run.json records the set size (eval_per_class)
+        result = load_or_train(cfg, out, progress=progress, eval_fn=evaluate)
         return ObjectiveRun(kind, result.model.eval(), result.tokenizer, curve_of(result.history, cfg.batch_size))
     if _saved_record(out) == record:
         return _load_predictive(kind, cfg, out)
@@ -170,32 +161,22 @@ def _run_config(kind: str, cfg: TrainConfig, eval_every: int, per_class: int) ->
     """The recipe a run of `kind` trains with, and the run.json record of a predictive run of it."""
     if kind not in OBJECTIVES:
         raise ValueError(f"unknown objective {kind!r}; use one of {OBJECTIVES}")
-    cfg = dataclasses.replace(cfg, eval_every=eval_every, checkpoint_every=0)
-    return cfg, {"objective": kind, "zeroshot_per_class": per_class,
-                 **json.loads(json.dumps(dataclasses.asdict(cfg), default=list))}
+    cfg = dataclasses.replace(cfg, eval_every=eval_every, eval_per_class=per_class, checkpoint_every=0)
+    return cfg, {"objective": kind, **json.loads(json.dumps(dataclasses.asdict(cfg), default=list))}
 
 
 def objective_is_finished(kind: str, cfg: TrainConfig, out, eval_every: int, per_class: int = 10) -> bool:
     """Whether `out` holds the finished run that train_objective(kind, cfg, out, eval_every, per_class) would load."""
     cfg, record = _run_config(kind, cfg, eval_every, per_class)
     if kind == "contrastive":
-        scored_on = _saved_record(Path(out), SCORED_ON_FILE) == {"zeroshot_per_class": per_class}
-        return scored_on and run_is_finished(cfg, out)
+        return run_is_finished(cfg, out)
     return _saved_record(Path(out)) == record
 
 
-def _has_curve(out: Path) -> bool:
-    """Whether the run in `out` has logged a zero-shot evaluation (a point of its curve)."""
+def _saved_record(out: Path) -> dict | None:
+    """out/run.json as a dict (None when it is missing or unreadable)."""
     try:
-        return any("val_zeroshot_top1" in row for row in read_jsonl(out / METRICS_FILE))
-    except (OSError, ValueError):  # an unreadable log: train() says what is wrong with it
-        return False
-
-
-def _saved_record(out: Path, name: str = "run.json") -> dict | None:
-    """The JSON file out/name as a dict (None when it is missing or unreadable)."""
-    try:
-        return json.loads((out / name).read_text())
+        return json.loads((out / "run.json").read_text())
     except (OSError, ValueError):
         return None
 

@@ -23,8 +23,10 @@ def load_pairs(spec: str, split: str = "train", *, image_size: int = 32, n: int 
     if split not in SPLIT_SEED_OFFSET:
         raise ValueError(f"split must be one of {list(SPLIT_SEED_OFFSET)}, got {split!r}")
     if spec == "shapes":
+        if n is not None and n < 1:
+            raise ValueError(f"n must be 1 or more images (None: the default), got {n}")
         default_n = 50_000 if split == "train" else 1_000
-        return shapes.generate(n or default_n, seed=seed + SPLIT_SEED_OFFSET[split], image_size=image_size,
+        return shapes.generate(n if n is not None else default_n, seed=seed + SPLIT_SEED_OFFSET[split], image_size=image_size,
                                **shapes_options)
     root = Path(spec)
     if (root / split / "manifest.json").is_file():

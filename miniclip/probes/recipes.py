@@ -103,11 +103,13 @@ def train_probe_model(name: str, runs, smoke: bool = False, folder: str | None =
     """The run of RECIPES[name] in runs/folder (default: runs/name): loaded if finished, else trained.
 
     A fine-tune first loads or trains its base in runs/<base> (and is trained again when the base holds
-    another model than it started from: load_or_train sees that). eval_fn, overrides: as train's.
+    another model than it started from: load_or_train sees that). eval_fn, overrides: as train's; the evaluation's
+    sizes among them (eval_images, eval_per_class) apply to the base too.
     """
     runs = Path(runs)
     cfg, out = probe_config(name, smoke, runs=runs, **overrides), runs / (folder or name)
     base = RECIPES[name].get("init_from")
     if base is not None:
-        train_probe_model(base, runs, smoke=smoke, progress=progress, eval_fn=eval_fn)
+        evaluation = {k: v for k, v in overrides.items() if k in ("eval_images", "eval_per_class")}
+        train_probe_model(base, runs, smoke=smoke, progress=progress, eval_fn=eval_fn, **evaluation)
     return load_or_train(cfg, out, progress=progress, eval_fn=eval_fn)
