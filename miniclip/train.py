@@ -205,8 +205,10 @@ def _load_base(cfg: TrainConfig, model_cfg) -> tuple[MiniCLIP, Tokenizer]:
     """The model and tokenizer of cfg.init_from, checked to be of cfg's preset (same shapes, same context)."""
     try:
         model, tokenizer = load(cfg.init_from)
-    except (OSError, ValueError) as e:  # missing or damaged: say which flag pointed there
-        raise type(e)(f"--init-from {cfg.init_from}: {e}") from e
+    except FileNotFoundError as e:  # missing or damaged: say which flag pointed there
+        raise FileNotFoundError(f"--init-from {cfg.init_from}: {e}") from e
+    except (OSError, ValueError) as e:
+        raise ValueError(f"--init-from {cfg.init_from}: {e}") from e
     if tokenizer is None:
         raise FileNotFoundError(f"--init-from {cfg.init_from}: the run holds no {TOKENIZER_FILE}")
     theirs, ours = model.config.to_dict(), model_cfg.to_dict()

@@ -325,3 +325,15 @@ def test_init_from_refuses_a_run_of_another_shape(tmp_path):
                                  model_overrides={"vision_layers": 3})
     with pytest.raises(ValueError, match=r"--init-from .*vision_layers"):
         train(cfg, progress=False, eval_fn=lambda m, t: {})
+
+
+def test_init_from_a_damaged_run_names_the_flag(tmp_path):
+    base = tmp_path / "base"
+    train(TrainConfig(**{**SMALL, "steps": 1}), out=base, eval_fn=no_eval, progress=False)
+    (base / "model.safetensors").write_bytes(b"\xff\xfe half a file")
+    cfg = TrainConfig(**{**SMALL, "steps": 1, "init_from": str(base)})
+    with pytest.raises(ValueError, match=r"^--init-from .*model.safetensors"):
+        train(cfg, eval_fn=no_eval, progress=False)
+    (base / "config.json").unlink()
+    with pytest.raises(FileNotFoundError, match=r"^--init-from "):
+        train(cfg, eval_fn=no_eval, progress=False)
