@@ -157,7 +157,8 @@ def build_parser(extra_commands=()) -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int)
     p.add_argument("--lr", type=float)
     p.add_argument("--seed", type=int)
-    p.add_argument("--num-images", type=int, help="shapes world: number of training images")
+    p.add_argument("--num-images", type=int,
+                   help="training images (shapes world: how many to draw; a cache: its first N)")
     p.add_argument("--word-fraction", type=float, help="shapes world: share of images with a word written on them")
     p.add_argument("--hard-negatives", action="store_true", help="add relation-swapped captions as negatives")
     p.add_argument("--eval-every", type=int)

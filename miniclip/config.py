@@ -137,8 +137,8 @@ class TrainConfig:
     compile: bool = False  # torch.compile the model (GPU)
     init_from: str = ""  # a run folder whose weights and tokenizer the run starts from (fine-tuning, as NegCLIP does)
     device: str = "auto"
+    num_images: int = 50_000  # training images: how many the shapes world draws, or a cache's first N (0: all)
     # shapes world only
-    num_images: int = 50_000  # 0: every image of a cache
     word_fraction: float = 0.0  # share of training images with a word written on them
     shapes_options: dict = field(default_factory=dict)  # other knobs of miniclip.data.shapes.generate
     model_overrides: dict = field(default_factory=dict)  # fields of CLIPConfig to change from the preset
@@ -156,6 +156,9 @@ class TrainConfig:
         if not 0 <= self.word_fraction <= 1:
             raise ValueError(f"TrainConfig.word_fraction (--word-fraction) must be a share between 0 and 1, "
                              f"got {self.word_fraction!r}")
+        if self.data != "shapes" and (self.word_fraction or self.shapes_options):
+            raise ValueError(f"--word-fraction and shapes_options change the shapes world, not a cache (--data "
+                             f"{self.data}): build the cache with them (`miniclip prepare shapes --word-fraction ...`)")
         if not (isinstance(self.lr, (int, float)) and math.isfinite(self.lr) and self.lr > 0):
             raise ValueError(f"TrainConfig.lr (--lr) must be a finite positive number, got {self.lr!r}")
         if self.preset not in PRESETS:
@@ -165,6 +168,10 @@ class TrainConfig:
     def for_preset(cls, name: str, **overrides) -> "TrainConfig":
         """The training recipe that goes with a model preset, with any field overridden."""
         return cls(**{**dict(preset=name), **TRAIN_PRESETS.get(name, {}), **overrides})
+
+    def world_options(self) -> dict:
+        """The shapes world's knobs of this run (word_fraction and shapes_options), {} for a cache."""
+        return dict(word_fraction=self.word_fraction, **self.shapes_options) if self.data == "shapes" else {}
 
     def model_config(self) -> CLIPConfig:
         """The CLIPConfig this run trains: the preset's, with model_overrides applied."""

@@ -245,7 +245,7 @@ def train(cfg: TrainConfig | None = None, *, out=None, resume: bool = False, ove
     model_cfg = cfg.model_config()
     base = _load_base(cfg, model_cfg) if cfg.init_from else None  # before the data: a wrong start fails at once
     data = load_pairs(cfg.data, "train", image_size=model_cfg.image_size, n=cfg.num_images or None, seed=cfg.seed,
-                      word_fraction=cfg.word_fraction, **cfg.shapes_options)
+                      **cfg.world_options())
     _check_data(cfg, data, model_cfg.image_size)
     if out is not None and main_process:
         _prepare_run_dir(out, resume)

@@ -11,6 +11,7 @@ from miniclip import probes
 from miniclip.__main__ import main
 from miniclip.checkpoint import atomic_write_text, read_jsonl, save, write_jsonl
 from miniclip.config import TrainConfig
+from miniclip.data.sources import load_pairs
 from miniclip.evaluate import evaluate_suite, retrieval_metrics
 from miniclip.train import load_or_train, train
 from miniclip.zeroshot import zeroshot_predict
@@ -290,3 +291,22 @@ def test_miniclip_eval_scores_at_the_sizes_the_run_was_evaluated_at(tmp_path, ca
     last = read_jsonl(run / "metrics.jsonl")[-1]
     assert metrics["num_images"] == last["val_num_images"] == 110
     assert metrics["zeroshot_top1"] == pytest.approx(last["val_zeroshot_top1"])  # 72 images: the same ones
+
+
+def test_an_unknown_device_is_one_line_that_names_the_flag(tmp_path, capsys):
+    for device in ("tpu", "cuda:7"):
+        status, err = cli(capsys, "train", "--out", tmp_path / device, "--device", device, "--steps", 1)
+        assert status == 2 and f"--device {device}" in err and len(err.splitlines()) == 1, err
+        assert not (tmp_path / device).exists() or not any((tmp_path / device).iterdir())
+
+
+def test_a_cache_trains_on_its_first_num_images_and_refuses_the_shapes_worlds_knobs(tmp_path, capsys):
+    """--num-images on a cache used to be ignored (run.json said 100, the run saw them all); --word-fraction too."""
+    assert cli(capsys, "prepare", "shapes", "--n", 300, "--out", tmp_path / "c")[0] == 0
+    assert load_pairs(str(tmp_path / "c"), "train", n=100).num_images == 100
+    assert load_pairs(str(tmp_path / "c"), "train", n=10_000).num_images == 270  # all it holds (30 kept for val)
+    status, err = cli(capsys, "train", "--data", tmp_path / "c", "--num-images", 20, "--batch-size", 32,
+                      "--out", tmp_path / "run", "--steps", 1)
+    assert status == 2 and "--num-images" in err and len(err.splitlines()) == 1  # 20 images make no batch of 32
+    status, err = cli(capsys, "train", "--data", tmp_path / "c", "--word-fraction", 0.5, "--out", tmp_path / "r2")
+    assert status == 2 and "--word-fraction" in err and "prepare shapes" in err and not (tmp_path / "r2").exists()

@@ -119,7 +119,7 @@ def train_predictive(kind: str, cfg: TrainConfig, eval_fn, progress: bool = True
     device = pick_device(cfg.device)
     model_cfg = cfg.model_config()
     data = load_pairs(cfg.data, "train", image_size=model_cfg.image_size, n=cfg.num_images or None, seed=cfg.seed,
-                      word_fraction=cfg.word_fraction, **cfg.shapes_options)
+                      **cfg.world_options())
     tokenizer = Tokenizer.train(data.captions, model_cfg.vocab_size, model_cfg.context_length)
     model_cfg.vocab_size, model_cfg.eot_token_id = max(model_cfg.vocab_size, tokenizer.vocab_size), tokenizer.end_id
     tokens = tokenizer.encode(data.captions)  # [C, T]
