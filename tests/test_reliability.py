@@ -310,3 +310,21 @@ def test_a_cache_trains_on_its_first_num_images_and_refuses_the_shapes_worlds_kn
     assert status == 2 and "--num-images" in err and len(err.splitlines()) == 1  # 20 images make no batch of 32
     status, err = cli(capsys, "train", "--data", tmp_path / "c", "--word-fraction", 0.5, "--out", tmp_path / "r2")
     assert status == 2 and "--word-fraction" in err and "prepare shapes" in err and not (tmp_path / "r2").exists()
+
+
+def test_prepare_coco_names_a_broken_captions_file_or_zip_and_refuses_an_empty_source(tmp_path, capsys):
+    (tmp_path / "half.json").write_text('{"images": [{"id": 1, "file_na')  # a download cut short
+    status, err = cli(capsys, "prepare", "coco", "--source", "coco", "--annotations", tmp_path / "half.json",
+                      "--images", tmp_path, "--split", "train", "--out", tmp_path / "c1")
+    assert status == 2 and "half.json is not valid JSON" in err and len(err.splitlines()) == 1
+    captions = tmp_path / "captions_train2017.json"
+    captions.write_text(json.dumps({"images": [{"id": 1, "file_name": "a.jpg", "width": 9, "height": 9}],
+                                    "annotations": [{"id": 1, "image_id": 1, "caption": "a cat"}]}))
+    (tmp_path / "train2017.zip").write_text("not a zip")
+    status, err = cli(capsys, "prepare", "coco", "--source", "coco", "--annotations", captions,
+                      "--images", tmp_path / "train2017.zip", "--out", tmp_path / "c2")
+    assert status == 2 and "train2017.zip is not a readable zip file" in err
+    (tmp_path / "karpathy.json").write_text(json.dumps({"images": []}))
+    status, err = cli(capsys, "prepare", "coco", "--source", "karpathy", "--karpathy-json", tmp_path / "karpathy.json",
+                      "--images", tmp_path, "--out", tmp_path / "c3")
+    assert status == 2 and "gave no records" in err and not (tmp_path / "c3" / "manifest.json").exists()

@@ -219,7 +219,10 @@ def build_cache(records, out_dir, size: int = 64, workers: int | None = None, li
         if pool:
             pool.shutdown(wait=True, cancel_futures=True)
     st = writer.state
-    if st["records_read"] and not st["num_images"]:  # e.g. val2017's annotations with train2017's images
+    if not st["records_read"]:  # an empty file, or a split the file does not have
+        raise ValueError(f"{out}: the source gave no records (an empty captions file, or a split it does not hold), "
+                         f"so the cache would be empty. Check the file and --split, then delete {out} and run again")
+    if not st["num_images"]:  # e.g. val2017's annotations with train2017's images
         why = ", ".join(f"{n} {reason}" for reason, n in sorted(st["skipped"].items()))
         raise ValueError(f"{out}: none of the {st['records_read']} records gave a usable image ({why}), so the cache "
                          "would be empty. Check that the images belong to the captions (`prepare coco --images`), "

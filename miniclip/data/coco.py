@@ -164,7 +164,10 @@ def _hf_rows_to_records(stream, layout: str, split: str, limit: int | None, sour
 
 def _load_json(path) -> dict:
     """json.load that survives invalid UTF-8 (the bytes are kept as surrogates for the cache to repair)."""
-    return json.loads(Path(path).read_bytes().decode("utf-8", errors="surrogateescape"))
+    try:
+        return json.loads(Path(path).read_bytes().decode("utf-8", errors="surrogateescape"))
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path} is not valid JSON ({e}): is it the whole file, downloaded completely?") from None
 
 
 def _require(source: str, obj, keys, todo: str) -> None:
@@ -252,7 +255,7 @@ def official_records(annotations, images, split: str | None = None, limit: int |
     _require(source, data, ("images", "annotations"), todo)
     split = split or _split_from_name(annotations, images)
     if split is None:
-        raise ValueError(f"{source}: cannot tell the split from the file names; pass split='train' or 'val'")
+        raise ValueError(f"{source}: cannot tell the split from the file names; pass split='train' or 'val' (--split)")
     problems = _Problems()
     images_by_id = _usable_images(data["images"], problems, ("id", "file_name"), "id", ("file_name",), "file_name")
     image_list = [im for _, im in images_by_id.values()]
@@ -273,8 +276,12 @@ def official_records(annotations, images, split: str | None = None, limit: int |
 def _official_iter(image_list, captions, images: Path, split, limit, source) -> Iterator[Record]:
     in_zip = images.suffix.lower() == ".zip"
     if in_zip:
-        with zipfile.ZipFile(images) as zf:  # members are "train2017/000000000009.jpg": index by base name
-            members = {Path(n).name: n for n in zf.namelist() if not n.endswith("/")}
+        try:
+            with zipfile.ZipFile(images) as zf:  # members are "train2017/000000000009.jpg": index by base name
+                members = {Path(n).name: n for n in zf.namelist() if not n.endswith("/")}
+        except zipfile.BadZipFile as e:
+            raise ValueError(f"{images} is not a readable zip file ({e}): is the download complete? "
+                             "(--images takes train2017.zip or the folder it unzips to)") from None
     for im in islice(image_list, limit):
         name = im["file_name"]
         image = ZipMember(str(images), members.get(name, name)) if in_zip else str(images / name)
