@@ -15,7 +15,7 @@ from miniclip.checkpoint import atomic_write_json
 from miniclip.config import TrainConfig
 from miniclip.course.figures import plot_confusion, plot_history, plot_similarity, save_figure
 from miniclip.data import shapes
-from miniclip.data.sources import load_pairs
+from miniclip.data.sources import SPLIT_SEED_OFFSET, load_pairs
 from miniclip.encode import encode_images, encode_texts
 from miniclip.evaluate import evaluate_suite
 from miniclip.train import train
@@ -37,8 +37,10 @@ def demo(out="runs/demo", steps: int | None = None, seed: int = 0, overwrite: bo
                               "--out")
     cfg = TrainConfig.for_preset("shapes-tiny", **{"seed": seed, "eval_every": EVAL_EVERY,
                                                    **({"steps": steps} if steps else {}), **overrides})
-    # The curve: zero-shot top-1 on held-out single-object images (20 per class), measured during training.
-    images, labels = shapes.single_object_set(20, seed=seed + 1_000_003, image_size=cfg.model_config().image_size)
+    # The curve: zero-shot top-1 on held-out single-object images (cfg.eval_per_class, 20, per class), measured
+    # during training: the same images as evaluate_suite's zero-shot.
+    images, labels = shapes.single_object_set(cfg.eval_per_class, seed=seed + SPLIT_SEED_OFFSET["val"],
+                                              image_size=cfg.model_config().image_size)
 
     def zero_shot(model, tokenizer) -> dict:
         top1 = evaluate_zeroshot(model, tokenizer, images.images, labels, shapes.class_names(), SHAPES_TEMPLATES)["top1"]
