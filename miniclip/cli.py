@@ -18,6 +18,7 @@ import argparse
 import dataclasses
 import os
 import sys
+import warnings
 from pathlib import Path
 
 from miniclip.checkpoint import load, to_json
@@ -39,13 +40,9 @@ def _train(args) -> int:
         checkpoint_every=args.checkpoint_every, compile=args.compile or None,
         device=args.device, init_from=args.init_from,
     ).items() if v is not None}
-    # --resume continues the run's own recipe (run.json), not the preset's: a flag given again changes it, and says so
+    # --resume continues the run's own recipe (run.json), not the preset's: a flag given again changes it (train warns)
     fields = {f.name for f in dataclasses.fields(TrainConfig)}
     saved = {k: v for k, v in read_run_record(args.out).items() if k in fields} if args.resume else {}
-    for name, value in overrides.items():
-        if name in saved and saved[name] != value and name != "preset":  # another preset is refused, by train
-            print(f"miniclip train: --resume with --{name.replace('_', '-')} {value}; the run was trained with "
-                  f"{saved[name]}", file=sys.stderr)
     cfg = TrainConfig(**{**saved, **overrides}) if saved else \
         TrainConfig.for_preset(overrides.pop("preset", "shapes-tiny"), **overrides)  # checks every flag before any work
     if cfg.batch_size == 1:
@@ -193,7 +190,10 @@ def main(argv=None, extra_commands=()) -> int:
     """Run one command; returns the exit status (0 done, 2 a user error reported in one line)."""
     args = build_parser(extra_commands).parse_args(argv)
     try:
-        return int(args.func(args) or 0)
+        with warnings.catch_warnings():  # a warning is one line that names the command, not Python's file:line
+            warnings.showwarning = lambda message, *_, **__: print(f"miniclip {args.command}: warning: {message}",
+                                                                   file=sys.stderr)
+            return int(args.func(args) or 0)
     except USER_ERRORS as e:
         if args.debug or os.environ.get("MINICLIP_DEBUG") == "1":
             raise

@@ -20,6 +20,7 @@ import json
 import math
 import shutil
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -171,10 +172,15 @@ def _check_run_dir(cfg: TrainConfig, out: Path, resume: bool, overwrite: bool) -
         if not (out / TRAIN_STATE_FILE).is_file():
             raise FileNotFoundError(f"--resume: {out} holds no checkpoint ({TRAIN_STATE_FILE} is missing); "
                                     "train without --resume to start a new run")
-        saved = read_run_record(out).get("preset")
-        if saved not in (None, cfg.preset):
-            raise ValueError(f"--resume: the run in {out} was trained with --preset {saved}, not {cfg.preset}; "
-                             f"resume it with --preset {saved}")
+        saved = read_run_record(out)
+        if saved.get("preset", cfg.preset) != cfg.preset:
+            raise ValueError(f"--resume: the run in {out} was trained with --preset {saved['preset']}, not "
+                             f"{cfg.preset}; resume it with --preset {saved['preset']}")
+        ours = _run_record(cfg)
+        for name in sorted(set(saved) & set(ours) - {"world_size", "init_from_sha256"}):
+            if saved[name] != ours[name]:  # allowed (e.g. more steps), but never silently: one run, two recipes
+                warnings.warn(f"--resume with --{name.replace('_', '-')} {ours[name]} (the run in {out} was trained "
+                              f"with {saved[name]})", stacklevel=3)
     elif out.is_dir() and any(out.iterdir()) and not overwrite:
         raise FileExistsError(f"{out} is not empty: continue its run with --resume, replace it with --overwrite, "
                               "or choose another --out")

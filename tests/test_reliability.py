@@ -229,6 +229,7 @@ def test_resume_continues_the_runs_own_recipe_not_the_presets(tmp_path, capsys):
     assert read_jsonl(run / "metrics.jsonl")[-1]["step"] == 4  # finished: nothing more to do
     status, err = cli(capsys, "train", "--out", run, "--resume", "--steps", 6)  # a flag given again changes it
     assert status == 0 and "--steps 6" in err and "trained with 4" in err
+    assert err.startswith("miniclip train: warning: --resume with --steps 6")  # one line, not Python's file:line
     assert read_jsonl(run / "metrics.jsonl")[-1]["step"] == 6 and json.loads((run / "run.json").read_text())["batch_size"] == 16
 
 

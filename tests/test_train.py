@@ -79,7 +79,8 @@ def test_resume_reaches_the_same_weights_bit_for_bit(tmp_path):
     with pytest.raises(KeyboardInterrupt):
         train(TrainConfig(**{**SMALL, "eval_every": 3}), out=tmp_path / "b", eval_fn=interrupt_at_step_6, progress=False)
     assert json.loads((tmp_path / "b" / "metrics.jsonl").read_text().splitlines()[-1])["step"] == 6
-    resumed = train(TrainConfig(**SMALL), out=tmp_path / "b", eval_fn=no_eval, resume=True, progress=False)
+    with pytest.warns(UserWarning, match=r"--resume with --eval-every 0 \(.* was trained with 3\)"):  # said, not silent
+        resumed = train(TrainConfig(**SMALL), out=tmp_path / "b", eval_fn=no_eval, resume=True, progress=False)
     for (name, a), (_, b) in zip(full.model.state_dict().items(), resumed.model.state_dict().items()):
         assert torch.equal(a, b), name
     assert [r["loss"] for r in full.history if "loss" in r] == [r["loss"] for r in resumed.history if "loss" in r]
