@@ -55,6 +55,9 @@ def zeroshot_classifier(model, tokenizer, classnames: list[str], templates: list
         templates = [templates]
     if not classnames or not templates:
         raise ValueError("zeroshot_classifier needs at least one class name and one template")
+    repeated = sorted({name for name in classnames if classnames.count(name) > 1})
+    if repeated:  # two equal columns split the probability, and argmax always picks the first of them
+        raise ValueError(f"class names given more than once: {repeated}; give each class one name")
     templates = [check_template(t) for t in templates]
     texts = [template.format(name) for name in classnames for template in templates]  # K * T captions
     features = encode_texts(model, tokenizer, texts, device=device)  # [K * T, D], each unit length

@@ -205,3 +205,11 @@ def test_a_template_without_a_place_for_the_class_name_is_refused():
         with pytest.raises(ValueError, match="exactly one {}"):
             zeroshot_classifier(model, tok, ["red circle", "blue star"], ["a {}.", bad])
     assert zeroshot_classifier(model, tok, ["red circle", "blue star"], "a photo of a {}.").shape == (64, 2)
+
+
+def test_a_class_named_twice_is_refused():
+    """Two equal columns split the probability between them, and argmax always picks the first."""
+    tok = Tokenizer.train(["a photo of a red circle.", "a blue star"] * 20, 300, 32)
+    model = MiniCLIP(CLIPConfig.preset("shapes-tiny", eot_token_id=tok.end_id))
+    with pytest.raises(ValueError, match=r"more than once: \['red circle'\]"):
+        zeroshot_classifier(model, tok, ["red circle", "blue star", "red circle"], "a photo of a {}.")
