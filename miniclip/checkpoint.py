@@ -18,7 +18,9 @@ import hashlib
 import json
 import math
 import os
+import socket
 import tempfile
+import time
 import warnings
 from pathlib import Path
 
@@ -97,6 +99,60 @@ def sweep_temporary_files(directory) -> list[Path]:
     for path in stale:
         path.unlink(missing_ok=True)
     return stale
+
+
+LOCK_FILE = ".training.lock"  # in a run folder while a process trains there: {"pid", "host"}
+
+
+class RunInProgressError(FileExistsError):
+    """Another live process is training into the same run folder (two notebooks started the same run)."""
+
+
+@contextlib.contextmanager
+def run_lock(directory):
+    """Hold directory/.training.lock while training there. A second process that would train into the same folder
+    gets RunInProgressError instead of mixing its checkpoints and log rows with the first's; a lock left by a process
+    that died (killed, a restarted kernel) on this machine is taken over."""
+    path, me = Path(directory) / LOCK_FILE, {"pid": os.getpid(), "host": socket.gethostname()}
+    while True:
+        try:
+            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            break
+        except FileExistsError:
+            holder = _lock_holder(path)
+            if holder is not None:
+                raise RunInProgressError(
+                    f"{directory} is being trained by another process (pid {holder['pid']} on {holder['host']}): wait "
+                    f"for it to finish, then run this again (it will load that run). If nothing is training there "
+                    f"(a machine that went away), delete {path}") from None
+            path.unlink(missing_ok=True)  # its holder is gone: take the run over
+    with os.fdopen(fd, "w") as f:
+        json.dump(me, f)
+    try:
+        yield
+    finally:
+        path.unlink(missing_ok=True)
+
+
+def _lock_holder(path: Path) -> dict | None:
+    """The live process that holds the lock file, or None when it is stale (its process on this machine is gone)."""
+    try:
+        holder = json.loads(path.read_text())
+    except FileNotFoundError:
+        return None
+    except ValueError:  # being written right now, or left empty by a process killed between open and write
+        return {"pid": "?", "host": "?"} if time.time() - path.stat().st_mtime < 10 else None
+    if holder.get("host") != socket.gethostname() or os.name == "nt":
+        return holder  # another machine's process (a shared drive), or Windows: cannot be checked from here
+    if holder.get("pid") == os.getpid():
+        return None  # this process, which is not training there now: left by an earlier run of this process
+    try:
+        os.kill(int(holder["pid"]), 0)  # signal 0: only asks whether the process exists
+    except (ProcessLookupError, ValueError, TypeError, KeyError, OverflowError):
+        return None
+    except PermissionError:  # it exists, run by another user
+        pass
+    return holder
 
 
 # ---------------------------------------------------------------------------------------------------- JSON lines

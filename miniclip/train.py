@@ -10,11 +10,13 @@ or from a shell: `miniclip train --preset shapes-tiny --data shapes --out runs/t
     train_state.safetensors                          weights, optimiser moments and step in one file, for --resume
     run.json                                         how the run was started (the TrainConfig)
     metrics.jsonl                                    one JSON object per logged step and per evaluation
+    .training.lock                                   only while a process trains there: one trainer per folder
 
 train() draws nothing: plot result.history (miniclip.course.figures.plot_history) where you want the figure.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import math
@@ -29,9 +31,9 @@ import torch.nn as nn
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from miniclip.checkpoint import (METRICS_FILE, MODEL_FILE, TOKENIZER_FILE, TRAIN_STATE_FILE, MetricsLog,
-                                 atomic_write_json, load, load_tokenizer, load_train_state, read_jsonl, save,
-                                 save_train_state, sweep_temporary_files, to_json, weights_digest)
+from miniclip.checkpoint import (LOCK_FILE, METRICS_FILE, MODEL_FILE, TOKENIZER_FILE, TRAIN_STATE_FILE, MetricsLog,
+                                 atomic_write_json, load, load_tokenizer, load_train_state, read_jsonl, run_lock,
+                                 save, save_train_state, sweep_temporary_files, to_json, weights_digest)
 from miniclip.config import TrainConfig
 from miniclip.data.batches import Batches
 from miniclip.data.shapes import swap_relation
@@ -193,9 +195,9 @@ def _prepare_run_dir(out: Path, resume: bool) -> None:
     if resume:
         sweep_temporary_files(out)
         return
-    if any(out.iterdir()):
-        shutil.rmtree(out)
-        out.mkdir()
+    for path in out.iterdir():
+        if path.name != LOCK_FILE:  # ours: held until the new run ends
+            shutil.rmtree(path) if path.is_dir() and not path.is_symlink() else path.unlink()
 
 
 def _check_data(cfg: TrainConfig, data, image_size: int) -> None:
@@ -246,6 +248,14 @@ def train(cfg: TrainConfig | None = None, *, out=None, resume: bool = False, ove
     out, main_process = (Path(out) if out is not None else None), rank == 0
     if out is not None and main_process:
         _check_run_dir(cfg, out, resume, overwrite)
+    with run_lock(out) if out is not None and main_process else contextlib.nullcontext():  # one trainer per folder
+        return _train(cfg, out, resume, progress, eval_fn, device, rank, world)
+
+
+def _train(cfg: TrainConfig, out: Path | None, resume: bool, progress: bool, eval_fn, device, rank: int,
+           world: int) -> TrainResult:
+    """train() once the run folder is checked and locked: data, model, then the loop."""
+    main_process = rank == 0
     seed_everything(cfg.seed)
 
     model_cfg = cfg.model_config()

@@ -1,6 +1,9 @@
 """Nothing lost, nothing silently wrong: each test repeats one way a careless or unlucky user broke a run."""
 import json
 import os
+import socket
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -9,7 +12,7 @@ import torch
 import miniclip
 from miniclip import probes
 from miniclip.__main__ import main
-from miniclip.checkpoint import atomic_write_text, read_jsonl, save, write_jsonl
+from miniclip.checkpoint import RunInProgressError, atomic_write_text, read_jsonl, save, write_jsonl
 from miniclip.config import TrainConfig
 from miniclip.data.sources import load_pairs
 from miniclip.evaluate import evaluate_suite, retrieval_metrics
@@ -329,3 +332,51 @@ def test_prepare_coco_names_a_broken_captions_file_or_zip_and_refuses_an_empty_s
     status, err = cli(capsys, "prepare", "coco", "--source", "karpathy", "--karpathy-json", tmp_path / "karpathy.json",
                       "--images", tmp_path, "--out", tmp_path / "c3")
     assert status == 2 and "gave no records" in err and not (tmp_path / "c3" / "manifest.json").exists()
+
+
+# ------------------------------------------------------------------------------------ one trainer per run folder
+
+def _lock(folder, pid):
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / ".training.lock").write_text(json.dumps({"pid": pid, "host": socket.gethostname()}))
+
+
+def test_a_second_trainer_into_a_run_being_trained_is_refused_and_changes_nothing(tmp_path, capsys):
+    """Two notebooks that start the same run at once used to train into one folder together, mixing their
+    checkpoints and log rows. Now the second gets one message; the first's files are untouched."""
+    cfg = TrainConfig(**{**SMALL, "steps": 2})
+    load_or_train(cfg, tmp_path / "run", progress=False, eval_fn=no_eval)
+    before = {p.name: p.read_bytes() for p in (tmp_path / "run").iterdir()}
+    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])  # a live process holds it
+    try:
+        _lock(tmp_path / "run", other.pid)
+        with pytest.raises(RunInProgressError, match=rf"pid {other.pid}.*wait for it to finish"):
+            load_or_train(TrainConfig(**{**SMALL, "steps": 3}), tmp_path / "run", progress=False, eval_fn=no_eval)
+        status, err = cli(capsys, "train", "--out", tmp_path / "run", "--overwrite", "--steps", 1)
+        assert status == 2 and "being trained by another process" in err and len(err.splitlines()) == 1
+    finally:
+        other.kill()
+        other.wait()
+    after = {p.name: p.read_bytes() for p in (tmp_path / "run").iterdir() if p.name != ".training.lock"}
+    assert after == before
+
+
+def test_a_lock_left_by_a_dead_process_is_taken_over_and_released(tmp_path):
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()  # its pid now names no process
+    _lock(tmp_path / "run", dead.pid)
+    seen = []
+
+    def look(model, tokenizer):  # during training: the lock is ours
+        seen.append(json.loads((tmp_path / "run" / ".training.lock").read_text())["pid"])
+        return {}
+
+    train(TrainConfig(**{**SMALL, "steps": 2}), out=tmp_path / "run", overwrite=True, eval_fn=look, progress=False)
+    assert seen == [os.getpid()] and not (tmp_path / "run" / ".training.lock").exists()
+
+    def fail(model, tokenizer):
+        raise KeyboardInterrupt  # the notebook's stop button
+
+    with pytest.raises(KeyboardInterrupt):
+        train(TrainConfig(**{**SMALL, "steps": 2}), out=tmp_path / "run", overwrite=True, eval_fn=fail, progress=False)
+    assert not (tmp_path / "run" / ".training.lock").exists()  # released on the way out
