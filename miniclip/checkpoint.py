@@ -102,6 +102,7 @@ def sweep_temporary_files(directory) -> list[Path]:
 
 
 LOCK_FILE = ".training.lock"  # in a run folder while a process trains there: {"pid", "host"}
+LOCK_STALE_S = 300  # a lock of another machine, with no new log row for this long, is left by a process that is gone
 
 
 class RunInProgressError(FileExistsError):
@@ -112,7 +113,8 @@ class RunInProgressError(FileExistsError):
 def run_lock(directory):
     """Hold directory/.training.lock while training there. A second process that would train into the same folder
     gets RunInProgressError instead of mixing its checkpoints and log rows with the first's; a lock left by a process
-    that died (killed, a restarted kernel) on this machine is taken over."""
+    that died (killed, a restarted kernel) on this machine is taken over, and so is one of another machine (a Colab
+    runtime that disconnected, with the run on Google Drive) once its run has logged nothing for LOCK_STALE_S."""
     path, me = Path(directory) / LOCK_FILE, {"pid": os.getpid(), "host": socket.gethostname()}
     while True:
         try:
@@ -123,8 +125,8 @@ def run_lock(directory):
             if holder is not None:
                 raise RunInProgressError(
                     f"{directory} is being trained by another process (pid {holder['pid']} on {holder['host']}): wait "
-                    f"for it to finish, then run this again (it will load that run). If nothing is training there "
-                    f"(a machine that went away), delete {path}") from None
+                    f"for it to finish and run this again (a lesson then loads that run). If nothing is training "
+                    f"there (a machine that went away), delete {path}") from None
             path.unlink(missing_ok=True)  # its holder is gone: take the run over
     with os.fdopen(fd, "w") as f:
         json.dump(me, f)
@@ -137,13 +139,17 @@ def run_lock(directory):
 def _lock_holder(path: Path) -> dict | None:
     """The live process that holds the lock file, or None when it is stale (its process on this machine is gone)."""
     try:
-        holder = json.loads(path.read_text())
-    except FileNotFoundError:
+        written = path.stat().st_mtime
+        try:
+            holder = json.loads(path.read_text())
+        except ValueError:  # being written right now, or left empty by a process killed between open and write
+            return {"pid": "?", "host": "?"} if time.time() - written < 10 else None
+        if holder.get("host") != socket.gethostname() or os.name == "nt":  # its process cannot be asked from here:
+            log = path.parent / METRICS_FILE  # a live run appends a row to its log every few seconds
+            last = max(written, log.stat().st_mtime if log.exists() else 0.0)
+            return holder if time.time() - last < LOCK_STALE_S else None
+    except FileNotFoundError:  # released while we looked
         return None
-    except ValueError:  # being written right now, or left empty by a process killed between open and write
-        return {"pid": "?", "host": "?"} if time.time() - path.stat().st_mtime < 10 else None
-    if holder.get("host") != socket.gethostname() or os.name == "nt":
-        return holder  # another machine's process (a shared drive), or Windows: cannot be checked from here
     if holder.get("pid") == os.getpid():
         return None  # this process, which is not training there now: left by an earlier run of this process
     try:

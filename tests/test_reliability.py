@@ -4,6 +4,7 @@ import os
 import socket
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -380,3 +381,19 @@ def test_a_lock_left_by_a_dead_process_is_taken_over_and_released(tmp_path):
     with pytest.raises(KeyboardInterrupt):
         train(TrainConfig(**{**SMALL, "steps": 2}), out=tmp_path / "run", overwrite=True, eval_fn=fail, progress=False)
     assert not (tmp_path / "run" / ".training.lock").exists()  # released on the way out
+
+
+def test_a_lock_of_another_machine_holds_while_its_run_logs_and_is_taken_over_when_it_stops(tmp_path):
+    """A Colab runtime that disconnected leaves its lock on Drive; its pid cannot be asked from here, so the lock
+    counts as held only while the run keeps writing (the lock or its log) within LOCK_STALE_S."""
+    from miniclip.checkpoint import LOCK_STALE_S
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / ".training.lock").write_text(json.dumps({"pid": 1234, "host": "another-machine"}))
+    cfg = TrainConfig(**{**SMALL, "steps": 1})
+    with pytest.raises(RunInProgressError, match="another-machine"):
+        train(cfg, out=run, overwrite=True, eval_fn=no_eval, progress=False)
+    old = time.time() - LOCK_STALE_S - 1
+    os.utime(run / ".training.lock", (old, old))  # nothing written since: the machine went away
+    train(cfg, out=run, overwrite=True, eval_fn=no_eval, progress=False)
+    assert (run / "model.safetensors").is_file() and not (run / ".training.lock").exists()
