@@ -101,30 +101,31 @@ def sweep_temporary_files(directory) -> list[Path]:
     return stale
 
 
-LOCK_FILE = ".training.lock"  # in a run folder while a process trains there: {"pid", "host"}
-LOCK_STALE_S = 300  # a lock of another machine, with no new log row for this long, is left by a process that is gone
+LOCK_FILE = ".miniclip.lock"  # in a run or cache folder while a process writes there: {"pid", "host"}
+LOCK_STALE_S = 300  # a lock of another machine, with nothing written for this long, is left by a process that is gone
 
 
 class RunInProgressError(FileExistsError):
-    """Another live process is training into the same run folder (two notebooks started the same run)."""
+    """Another live process is writing the same run or cache folder (two notebooks started the same run)."""
 
 
 @contextlib.contextmanager
-def run_lock(directory):
-    """Hold directory/.training.lock while training there. A second process that would train into the same folder
-    gets RunInProgressError instead of mixing its checkpoints and log rows with the first's; a lock left by a process
-    that died (killed, a restarted kernel) on this machine is taken over, and so is one of another machine (a Colab
-    runtime that disconnected, with the run on Google Drive) once its run has logged nothing for LOCK_STALE_S."""
+def run_lock(directory, activity: str = METRICS_FILE, doing: str = "trained"):
+    """Hold directory/.miniclip.lock while training (or building a cache) there. A second process that would write
+    the same folder gets RunInProgressError instead of mixing its checkpoints and log rows (or chunks) with the
+    first's. A lock left by a process that died (killed, a restarted kernel) on this machine is taken over, and so
+    is one of another machine (a Colab runtime that disconnected, its run on Google Drive) once neither the lock nor
+    the file `activity` (the run's log, a build's progress.json: written every few seconds) changed for LOCK_STALE_S."""
     path, me = Path(directory) / LOCK_FILE, {"pid": os.getpid(), "host": socket.gethostname()}
     while True:
         try:
             fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
             break
         except FileExistsError:
-            holder = _lock_holder(path)
+            holder = _lock_holder(path, path.parent / activity)
             if holder is not None:
                 raise RunInProgressError(
-                    f"{directory} is being trained by another process (pid {holder['pid']} on {holder['host']}): wait "
+                    f"{directory} is being {doing} by another process (pid {holder['pid']} on {holder['host']}): wait "
                     f"for it to finish and run this again (a lesson then loads that run). If nothing is training "
                     f"there (a machine that went away), delete {path}") from None
             path.unlink(missing_ok=True)  # its holder is gone: take the run over
@@ -136,7 +137,7 @@ def run_lock(directory):
         path.unlink(missing_ok=True)
 
 
-def _lock_holder(path: Path) -> dict | None:
+def _lock_holder(path: Path, activity: Path) -> dict | None:
     """The live process that holds the lock file, or None when it is stale (its process on this machine is gone)."""
     try:
         written = path.stat().st_mtime
@@ -145,8 +146,7 @@ def _lock_holder(path: Path) -> dict | None:
         except ValueError:  # being written right now, or left empty by a process killed between open and write
             return {"pid": "?", "host": "?"} if time.time() - written < 10 else None
         if holder.get("host") != socket.gethostname() or os.name == "nt":  # its process cannot be asked from here:
-            log = path.parent / METRICS_FILE  # a live run appends a row to its log every few seconds
-            last = max(written, log.stat().st_mtime if log.exists() else 0.0)
+            last = max(written, activity.stat().st_mtime if activity.exists() else 0.0)
             return holder if time.time() - last < LOCK_STALE_S else None
     except FileNotFoundError:  # released while we looked
         return None

@@ -10,7 +10,7 @@ or from a shell: `miniclip train --preset shapes-tiny --data shapes --out runs/t
     train_state.safetensors                          weights, optimiser moments and step in one file, for --resume
     run.json                                         how the run was started (the TrainConfig)
     metrics.jsonl                                    one JSON object per logged step and per evaluation
-    .training.lock                                   only while a process trains there: one trainer per folder
+    .miniclip.lock                                   only while a process trains there: one trainer per folder
 
 train() draws nothing: plot result.history (miniclip.course.figures.plot_history) where you want the figure.
 """

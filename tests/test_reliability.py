@@ -339,7 +339,7 @@ def test_prepare_coco_names_a_broken_captions_file_or_zip_and_refuses_an_empty_s
 
 def _lock(folder, pid):
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / ".training.lock").write_text(json.dumps({"pid": pid, "host": socket.gethostname()}))
+    (folder / ".miniclip.lock").write_text(json.dumps({"pid": pid, "host": socket.gethostname()}))
 
 
 def test_a_second_trainer_into_a_run_being_trained_is_refused_and_changes_nothing(tmp_path, capsys):
@@ -358,7 +358,7 @@ def test_a_second_trainer_into_a_run_being_trained_is_refused_and_changes_nothin
     finally:
         other.kill()
         other.wait()
-    after = {p.name: p.read_bytes() for p in (tmp_path / "run").iterdir() if p.name != ".training.lock"}
+    after = {p.name: p.read_bytes() for p in (tmp_path / "run").iterdir() if p.name != ".miniclip.lock"}
     assert after == before
 
 
@@ -369,18 +369,18 @@ def test_a_lock_left_by_a_dead_process_is_taken_over_and_released(tmp_path):
     seen = []
 
     def look(model, tokenizer):  # during training: the lock is ours
-        seen.append(json.loads((tmp_path / "run" / ".training.lock").read_text())["pid"])
+        seen.append(json.loads((tmp_path / "run" / ".miniclip.lock").read_text())["pid"])
         return {}
 
     train(TrainConfig(**{**SMALL, "steps": 2}), out=tmp_path / "run", overwrite=True, eval_fn=look, progress=False)
-    assert seen == [os.getpid()] and not (tmp_path / "run" / ".training.lock").exists()
+    assert seen == [os.getpid()] and not (tmp_path / "run" / ".miniclip.lock").exists()
 
     def fail(model, tokenizer):
         raise KeyboardInterrupt  # the notebook's stop button
 
     with pytest.raises(KeyboardInterrupt):
         train(TrainConfig(**{**SMALL, "steps": 2}), out=tmp_path / "run", overwrite=True, eval_fn=fail, progress=False)
-    assert not (tmp_path / "run" / ".training.lock").exists()  # released on the way out
+    assert not (tmp_path / "run" / ".miniclip.lock").exists()  # released on the way out
 
 
 def test_a_lock_of_another_machine_holds_while_its_run_logs_and_is_taken_over_when_it_stops(tmp_path):
@@ -389,11 +389,26 @@ def test_a_lock_of_another_machine_holds_while_its_run_logs_and_is_taken_over_wh
     from miniclip.checkpoint import LOCK_STALE_S
     run = tmp_path / "run"
     run.mkdir()
-    (run / ".training.lock").write_text(json.dumps({"pid": 1234, "host": "another-machine"}))
+    (run / ".miniclip.lock").write_text(json.dumps({"pid": 1234, "host": "another-machine"}))
     cfg = TrainConfig(**{**SMALL, "steps": 1})
     with pytest.raises(RunInProgressError, match="another-machine"):
         train(cfg, out=run, overwrite=True, eval_fn=no_eval, progress=False)
     old = time.time() - LOCK_STALE_S - 1
-    os.utime(run / ".training.lock", (old, old))  # nothing written since: the machine went away
+    os.utime(run / ".miniclip.lock", (old, old))  # nothing written since: the machine went away
     train(cfg, out=run, overwrite=True, eval_fn=no_eval, progress=False)
-    assert (run / "model.safetensors").is_file() and not (run / ".training.lock").exists()
+    assert (run / "model.safetensors").is_file() and not (run / ".miniclip.lock").exists()
+
+
+def test_a_second_builder_of_a_cache_is_refused(tmp_path, capsys):
+    """Two builds appending to one images.u8 would interleave their chunks: images and captions out of step."""
+    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        _lock(tmp_path / "c", other.pid)
+        status, err = cli(capsys, "prepare", "shapes", "--n", 50, "--out", tmp_path / "c")
+        assert status == 2 and "being built by another process" in err and len(err.splitlines()) == 1
+        assert not (tmp_path / "c" / "images.u8").exists()
+    finally:
+        other.kill()
+        other.wait()
+    assert cli(capsys, "prepare", "shapes", "--n", 50, "--out", tmp_path / "c")[0] == 0  # taken over: it is gone
+    assert (tmp_path / "c" / "manifest.json").is_file() and not (tmp_path / "c" / ".miniclip.lock").exists()

@@ -10,6 +10,7 @@ On disk (out_dir/):
     captions.jsonl   one line per image: {"id", "split", "captions"[, "attributes"]}
     progress.json    while building: records consumed, images written, bytes of captions.jsonl (+ shapes: rng state)
     manifest.json    written last and atomically: without it the cache is incomplete
+    .miniclip.lock   only while a process builds there: one builder per folder (miniclip.checkpoint.run_lock)
 
 An out_dir holding another cache (another source, size or limit) is refused; the same build resumes.
 Decoding (decode.py) is the slow part, so it runs in worker processes and is paid once: after that a batch
@@ -27,7 +28,7 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
-from miniclip.checkpoint import atomic_write_json, to_json
+from miniclip.checkpoint import atomic_write_json, run_lock, to_json
 from miniclip.data import PairedData, shapes
 from miniclip.data.coco import Record, ZipMember
 from miniclip.data.decode import decode_image, decoder_pool, process_chunk
@@ -171,8 +172,13 @@ def build_cache(records, out_dir, size: int = 64, workers: int | None = None, li
     out.mkdir(parents=True, exist_ok=True)
     if (manifest := _finished(out, {**identity, "limit": limit})) is not None:
         return manifest
+    with run_lock(out, activity="progress.json", doing="built"):  # one builder per folder
+        return _decode_into(out, identity, records, workers, limit, chunk_size)
 
-    writer = _Writer(out, identity)
+
+def _decode_into(out: Path, identity: dict, records, workers: int | None, limit: int | None, chunk_size: int) -> dict:
+    """build_cache once out is checked and locked: decode the records not yet committed, then the manifest."""
+    size, writer = identity["size"], _Writer(out, identity)
     done = writer.state["records_read"]
     records = iter(records)
     if done:
@@ -270,13 +276,14 @@ def _write_paired(out_dir, identity: dict, blocks) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     if (manifest := _finished(out, {**identity, "limit": None})) is not None:
         return manifest
-    writer = _Writer(out, identity)
-    try:
-        for start, block, state in blocks(writer.state):
-            _commit_paired(writer, block, start, identity["size"], **state)
-    finally:
-        writer.close()
-    return writer.finish(limit=None)
+    with run_lock(out, activity="progress.json", doing="built"):  # one builder per folder
+        writer = _Writer(out, identity)
+        try:
+            for start, block, state in blocks(writer.state):
+                _commit_paired(writer, block, start, identity["size"], **state)
+        finally:
+            writer.close()
+        return writer.finish(limit=None)
 
 
 def save_paired(data: PairedData, out_dir, *, size: int | None = None, source=None) -> dict:
