@@ -412,3 +412,16 @@ def test_a_second_builder_of_a_cache_is_refused(tmp_path, capsys):
         other.wait()
     assert cli(capsys, "prepare", "shapes", "--n", 50, "--out", tmp_path / "c")[0] == 0  # taken over: it is gone
     assert (tmp_path / "c" / "manifest.json").is_file() and not (tmp_path / "c" / ".miniclip.lock").exists()
+
+
+def test_data_that_is_not_a_cache_says_what_it_is(tmp_path, capsys):
+    """--data pointed at a run folder, at a half-built cache, or at a folder of images: three messages, each saying
+    what to do (before, all three said to finish or resume a build)."""
+    train(TrainConfig(**{**SMALL, "steps": 1}), out=tmp_path / "run", eval_fn=no_eval, progress=False)
+    (tmp_path / "half").mkdir()
+    (tmp_path / "half" / "progress.json").write_text("{}")
+    (tmp_path / "photos").mkdir()
+    (tmp_path / "photos" / "cat.jpg").write_bytes(b"")
+    for folder, expected in (("run", "is a run folder"), ("half", "did not finish"), ("photos", "holds no cache")):
+        status, err = cli(capsys, "train", "--data", tmp_path / folder, "--out", tmp_path / f"out-{folder}")
+        assert status == 2 and expected in err and len(err.splitlines()) == 1, err

@@ -44,10 +44,14 @@ def load_pairs(spec: str, split: str = "train", *, image_size: int = 32, n: int 
     if not root.exists():
         raise FileNotFoundError(f"data {spec!r}: neither 'shapes' nor an existing cache directory; "
                                 "build one with `miniclip prepare`")
-    raise FileNotFoundError(
-        f"{root} holds no finished cache (no manifest.json in it or in {root / split}); "
-        "run `miniclip prepare ...` again to finish or resume it"
-    )
+    if (root / "run.json").is_file() or (root / "model.safetensors").is_file():
+        raise FileNotFoundError(f"data {spec!r} is a run folder (a trained model), not data: pass 'shapes' or a cache "
+                                "that `miniclip prepare` built")
+    if (root / "progress.json").is_file() or (root / split / "progress.json").is_file():
+        raise FileNotFoundError(f"{root} holds a cache whose build did not finish (progress.json, no manifest.json); "
+                                "run the same `miniclip prepare ...` command again to finish or resume it")
+    raise FileNotFoundError(f"{root} holds no cache (no manifest.json in it or in {root / split}): build one with "
+                            "`miniclip prepare coco ... --out DIR` (images and captions -> a cache)")
 
 
 def _first(data: PairedData, n: int | None) -> PairedData:
