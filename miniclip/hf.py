@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import shutil
 from pathlib import Path
 
@@ -196,26 +197,37 @@ def to_transformers(model: MiniCLIP, tokenizer: Tokenizer | TransformersTokenize
     hf_model = transformers.CLIPModel(transformers_config(cfg, logit_scale, **ids))
     state = to_transformers_state_dict({k: v.detach().cpu().float() for k, v in model.state_dict().items()}, cfg)
     hf_model.load_state_dict(state)  # strict: a tensor missing on either side is a bug in this file
-    if out_dir.exists() and (out_dir.is_file() or any(out_dir.iterdir())):
-        if not overwrite:
-            raise FileExistsError(f"{out_dir} already exists and is not empty: choose another folder, or replace "
-                                  "what it holds with --overwrite (overwrite=True)")
+    if out_dir.exists() and (out_dir.is_file() or any(out_dir.iterdir())) and not overwrite:
+        raise FileExistsError(f"{out_dir} already exists and is not empty: choose another folder, or replace "
+                              "what it holds with --overwrite (overwrite=True)")
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    staging = out_dir.parent / f".{out_dir.name}.{os.urandom(4).hex()}.tmp"
+    staging.mkdir()  # mkdir, not mkdtemp: the usual permissions (umask), as every file miniclip writes
+    try:  # everything is written beside out_dir first: a failure (disk full) leaves what out_dir held untouched
+        _write_transformers(hf_model, tokenizer, cfg, staging)
         if out_dir.is_dir():
             shutil.rmtree(out_dir)
-        else:
+        elif out_dir.exists():
             out_dir.unlink()
+        staging.rename(out_dir)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return out_dir
+
+
+def _write_transformers(hf_model, tokenizer, cfg: CLIPConfig, out_dir: Path) -> None:
+    """The files of a transformers CLIP directory: model, image processor and, given one, the tokenizer."""
     hf_model.save_pretrained(out_dir)
     image_processor = clip_image_processor(cfg.image_size)
     if tokenizer is None:
         image_processor.save_pretrained(out_dir)
-        return out_dir
+        return
     hf_tokenizer = _transformers_tokenizer(tokenizer, cfg.context_length)
     try:
         transformers.CLIPProcessor(image_processor=image_processor, tokenizer=hf_tokenizer).save_pretrained(out_dir)
     except (TypeError, ValueError):  # transformers 4 accepts only CLIP's own tokenizer classes in a CLIPProcessor
         image_processor.save_pretrained(out_dir)
         hf_tokenizer.save_pretrained(out_dir)
-    return out_dir
 
 
 # ----------------------------------------------------------------------------- transformers -> miniclip

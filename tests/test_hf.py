@@ -223,3 +223,19 @@ def test_from_transformers_refuses_what_is_not_a_complete_clip(tmp_path, tok):
         from_transformers(tmp_path / "export")
     with pytest.raises(ValueError, match=r"transformers CLIP: load it with miniclip\.hf\.from_transformers"):
         load(tmp_path / "export")  # and the other way round
+
+
+def test_an_export_that_fails_half_way_leaves_the_old_one_whole(tmp_path, tok, monkeypatch):
+    """--overwrite used to delete the old export first: a failure while writing (a full disk) lost both."""
+    model = jiggle(MiniCLIP(small_config()))
+    out = to_transformers(model, tok, tmp_path / "export")
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+
+    def disk_full(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(transformers.CLIPModel, "save_pretrained", disk_full)
+    with pytest.raises(OSError, match="No space left"):
+        to_transformers(model, tok, out, overwrite=True)
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+    assert [p.name for p in tmp_path.iterdir()] == ["export"]  # no half-written folder left beside it
