@@ -183,10 +183,15 @@ def _check_run_dir(cfg: TrainConfig, out: Path, resume: bool, overwrite: bool) -
             if saved[name] != ours[name]:  # allowed (e.g. more steps), but never silently: one run, two recipes
                 warnings.warn(f"--resume with --{name.replace('_', '-')} {ours[name]} (the run in {out} was trained "
                               f"with {saved[name]})", stacklevel=3)
-    elif out.is_dir() and any(out.iterdir()) and not overwrite:
+    elif _holds_files(out) and not overwrite:
         raise FileExistsError(f"{out} is not empty: continue its run with --resume, replace it with --overwrite, "
                               "or choose another --out")
     out.mkdir(parents=True, exist_ok=True)
+
+
+def _holds_files(out: Path) -> bool:
+    """Whether the folder holds anything but a lock (a live one refuses the run later; a dead one is taken over)."""
+    return out.is_dir() and any(path.name != LOCK_FILE for path in out.iterdir())
 
 
 def _prepare_run_dir(out: Path, resume: bool) -> None:
@@ -371,6 +376,6 @@ def load_or_train(cfg: TrainConfig, out, progress: bool = True, **train_kwargs) 
             raise ValueError(f"{e} To train this run again instead, delete the folder {out}.") from e
         return TrainResult(model=model, tokenizer=tokenizer, history=read_jsonl(out / METRICS_FILE), out=out)
     resume = _same_recipe(out, cfg) and (out / TRAIN_STATE_FILE).is_file()
-    if out.is_dir() and any(out.iterdir()) and not resume:
+    if _holds_files(out) and not resume:
         print(f"replacing the run in {out}: another recipe (or another start), or it did not finish")
     return train(cfg, out=out, progress=progress, resume=resume, overwrite=not resume, **train_kwargs)

@@ -425,3 +425,14 @@ def test_data_that_is_not_a_cache_says_what_it_is(tmp_path, capsys):
     for folder, expected in (("run", "is a run folder"), ("half", "did not finish"), ("photos", "holds no cache")):
         status, err = cli(capsys, "train", "--data", tmp_path / folder, "--out", tmp_path / f"out-{folder}")
         assert status == 2 and expected in err and len(err.splitlines()) == 1, err
+
+
+def test_a_run_killed_before_it_wrote_anything_but_its_lock_starts_again_without_a_flag(tmp_path, capsys):
+    """kill -9 during the data's generation leaves only the lock: the folder counts as empty, not as a run."""
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    _lock(tmp_path / "run", dead.pid)
+    status, err = cli(capsys, "train", "--out", tmp_path / "run", "--steps", 1, "--batch-size", 16,
+                      "--num-images", 100, "--eval-images", 100, "--eval-per-class", 1)
+    assert status == 0, err
+    assert (tmp_path / "run" / "model.safetensors").is_file() and not (tmp_path / "run" / ".miniclip.lock").exists()
