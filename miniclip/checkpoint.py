@@ -126,7 +126,7 @@ def run_lock(directory, activity: str = METRICS_FILE, doing: str = "trained"):
             if holder is not None:
                 raise RunInProgressError(
                     f"{directory} is being {doing} by another process (pid {holder['pid']} on {holder['host']}): wait "
-                    f"for it to finish and run this again (a lesson then loads that run). If nothing is training "
+                    f"for it to finish and run this again (a lesson then loads that run). If no process is writing "
                     f"there (a machine that went away), delete {path}") from None
             path.unlink(missing_ok=True)  # its holder is gone: take the run over
     with os.fdopen(fd, "w") as f:
@@ -143,6 +143,8 @@ def _lock_holder(path: Path, activity: Path) -> dict | None:
         written = path.stat().st_mtime
         try:
             holder = json.loads(path.read_text())
+            if not isinstance(holder, dict):
+                raise ValueError("not a lock")
         except ValueError:  # being written right now, or left empty by a process killed between open and write
             return {"pid": "?", "host": "?"} if time.time() - written < 10 else None
         if holder.get("host") != socket.gethostname() or os.name == "nt":  # its process cannot be asked from here:
