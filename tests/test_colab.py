@@ -76,6 +76,7 @@ def test_set_url_points_everything_at_a_fork(tmp_path):
     before = {p: p.read_text() for p in tmp_path.rglob("*.ipynb")}
     changed = setup.set_url(fork + ".git", tmp_path)
     assert setup.repository_url(tmp_path) == fork
+    assert "placeholder" not in (tmp_path / "pyproject.toml").read_text()  # set: no longer a placeholder
     assert {p for p in changed if p.suffix == ".ipynb"} == set(before)  # every notebook, nothing else of theirs
     for path in before:
         badges, repos = setup.notebook_urls(path)

@@ -24,6 +24,7 @@ BRANCH = "main"  # the branch the badges open
 GITHUB = re.compile(r"https://github\.com/([\w.-]+/[\w.-]+)")  # group 1: "OWNER/NAME"
 PYPROJECT_URL = re.compile(r'^Repository = "([^"]*)"', re.M)  # the line in [project.urls]
 SETUP_REPO = re.compile(r'^REPO = "([^"]*)"', re.M)  # the line in each notebook's setup cell
+PLACEHOLDER_NOTE = re.compile(r'^(Repository = "[^"]*")\s*#.*placeholder.*$', re.M)  # pyproject's note, until set
 BADGE = re.compile(r"\(https://colab\.research\.google\.com/github/[^)\s]+\)")  # a badge's link, in parentheses
 
 
@@ -69,6 +70,8 @@ def set_url(url: str, root: Path = ROOT) -> list[Path]:
             continue
         text = path.read_text()
         rewritten = links.sub(lambda m: m.group(1) + new, text)
+        if path.name == "pyproject.toml":  # a real URL now: the note that it is a placeholder goes
+            rewritten = PLACEHOLDER_NOTE.sub(r"\1", rewritten)
         if rewritten != text:
             path.write_text(rewritten)
             changed.append(path)
