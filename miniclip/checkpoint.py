@@ -137,6 +137,11 @@ def run_lock(directory, activity: str = METRICS_FILE, doing: str = "trained"):
         path.unlink(missing_ok=True)
 
 
+def lock_holder(directory, activity: str = METRICS_FILE) -> dict | None:
+    """{"pid", "host"} of the live process writing `directory` under run_lock, or None (no lock, or a stale one)."""
+    return _lock_holder(Path(directory) / LOCK_FILE, Path(directory) / activity)
+
+
 def _lock_holder(path: Path, activity: Path) -> dict | None:
     """The live process that holds the lock file, or None when it is stale (its process on this machine is gone)."""
     try:
@@ -187,6 +192,21 @@ def read_jsonl(path) -> list[dict]:
 def write_jsonl(path, rows: list[dict]) -> None:
     """Write rows as a JSON-lines file, atomically."""
     atomic_write_text(path, "".join(to_json(r, indent=None) + "\n" for r in rows))
+
+
+def steps_logged(directory, since: float = 0.0) -> int:
+    """The last step in directory/metrics.jsonl while a run writes it: 0 when there is none yet, or (since, a
+    time.time()) when the file is older than that: an earlier run's log, before the run is trained again."""
+    path = Path(directory) / METRICS_FILE
+    try:
+        if path.stat().st_mtime < since:
+            return 0
+        with warnings.catch_warnings():  # a line half-written right now is no news: it is dropped, quietly
+            warnings.simplefilter("ignore")
+            rows = read_jsonl(path)
+    except (OSError, ValueError):  # not written yet
+        return 0
+    return max((row.get("step", 0) for row in rows), default=0)
 
 
 class MetricsLog:

@@ -436,3 +436,30 @@ def test_a_run_killed_before_it_wrote_anything_but_its_lock_starts_again_without
                       "--num-images", 100, "--eval-images", 100, "--eval-per-class", 1)
     assert status == 0, err
     assert (tmp_path / "run" / "model.safetensors").is_file() and not (tmp_path / "run" / ".miniclip.lock").exists()
+
+
+def test_a_lesson_follows_the_main_run_another_notebook_is_training_then_loads_it(tmp_path, capsys):
+    """Lesson 5 started while lesson 4 still trains the main run: it waits, with the other's steps as its bar."""
+    from miniclip.course.main_run import follow_another_trainer
+    run = tmp_path / "main"
+    run.mkdir()
+    script = ("import json, sys, time; from miniclip.checkpoint import run_lock\n"
+              f"with run_lock({str(run)!r}):\n"
+              "    for step in (1, 2, 3):\n"
+              f"        open({str(run / 'metrics.jsonl')!r}, 'a').write(json.dumps({{'step': step}}) + '\\n')\n"
+              "        time.sleep(0.5)\n")
+    other = subprocess.Popen([sys.executable, "-c", script])
+    try:
+        deadline = time.time() + 60  # until it holds the lock (its import of torch takes seconds)
+        while not (run / "metrics.jsonl").exists() and other.poll() is None and time.time() < deadline:
+            time.sleep(0.05)
+        assert (run / ".miniclip.lock").exists(), "the other process never took the lock"
+        follow_another_trainer(run, steps=3, progress=False, poll_s=0.05)
+        assert not (run / ".miniclip.lock").exists()  # returned only once the other process had finished
+        assert read_jsonl(run / "metrics.jsonl")[-1]["step"] == 3
+        assert "another process" in capsys.readouterr().out
+    finally:
+        other.kill()
+        other.wait()
+    follow_another_trainer(run, steps=3, progress=False)  # nobody holds it: returns at once
+    assert capsys.readouterr().out == ""

@@ -28,10 +28,10 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from miniclip.checkpoint import read_jsonl
+from miniclip.checkpoint import steps_logged
 from miniclip.config import TrainConfig
 from miniclip.device import pick_device
-from miniclip.train import METRICS_FILE, TrainResult, load_or_train, run_is_finished
+from miniclip.train import TrainResult, load_or_train, run_is_finished
 
 
 class _Lines(io.TextIOBase):
@@ -69,17 +69,6 @@ def _load_or_train(cfg: TrainConfig, out: Path, eval_fn) -> None:
     load_or_train(cfg, out, progress=False, eval_fn=eval_fn)
 
 
-def _steps_done(out: Path, since: float = 0.0) -> int:
-    """The last step logged in out/metrics.jsonl (0 when there is none yet, or none written after `since`)."""
-    try:
-        if (out / METRICS_FILE).stat().st_mtime < since:  # a stale run's old log, before it is trained again
-            return 0
-        rows = read_jsonl(out / METRICS_FILE)
-    except (OSError, ValueError):  # not written yet, or a line half-written right now
-        return 0
-    return max((row.get("step", 0) for row in rows), default=0)
-
-
 def load_or_train_side_by_side(jobs: dict[str, tuple[TrainConfig, Path]], eval_fn=None, workers: int | None = None,
                                progress: bool = True, desc: str = "training side by side") -> dict[str, TrainResult]:
     """{name: (cfg, run folder)} -> {name: TrainResult}: every run loaded if finished, the others trained first.
@@ -110,7 +99,7 @@ def load_or_train_side_by_side(jobs: dict[str, tuple[TrainConfig, Path]], eval_f
         start = time.time()
 
         def done() -> int:  # steps logged so far, over all the runs
-            return sum(min(_steps_done(jobs[name][1], since=start), steps[name]) for name in todo)
+            return sum(min(steps_logged(jobs[name][1], since=start), steps[name]) for name in todo)
 
         call_side_by_side(calls, workers, progress, desc, total=sum(steps.values()), done=done, after=after)
     return {name: load_or_train(*jobs[name], progress=progress, eval_fn=eval_fn) for name in order}
