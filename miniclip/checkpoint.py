@@ -122,7 +122,7 @@ def run_lock(directory, activity: str = METRICS_FILE, doing: str = "trained"):
             fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
             break
         except FileExistsError:
-            holder = _lock_holder(path, path.parent / activity)
+            holder = lock_holder(directory, activity)
             if holder is not None:
                 raise RunInProgressError(
                     f"{directory} is being {doing} by another process (pid {holder['pid']} on {holder['host']}): wait "
@@ -138,12 +138,9 @@ def run_lock(directory, activity: str = METRICS_FILE, doing: str = "trained"):
 
 
 def lock_holder(directory, activity: str = METRICS_FILE) -> dict | None:
-    """{"pid", "host"} of the live process writing `directory` under run_lock, or None (no lock, or a stale one)."""
-    return _lock_holder(Path(directory) / LOCK_FILE, Path(directory) / activity)
-
-
-def _lock_holder(path: Path, activity: Path) -> dict | None:
-    """The live process that holds the lock file, or None when it is stale (its process on this machine is gone)."""
+    """{"pid", "host"} of the live process writing `directory` under run_lock, or None: no lock, or a stale one (its
+    process on this machine is gone; another machine's, with nothing written to the lock or `activity` lately)."""
+    path, activity_path = Path(directory) / LOCK_FILE, Path(directory) / activity
     try:
         written = path.stat().st_mtime
         try:
@@ -153,7 +150,7 @@ def _lock_holder(path: Path, activity: Path) -> dict | None:
         except ValueError:  # being written right now, or left empty by a process killed between open and write
             return {"pid": "?", "host": "?"} if time.time() - written < 10 else None
         if holder.get("host") != socket.gethostname() or os.name == "nt":  # its process cannot be asked from here:
-            last = max(written, activity.stat().st_mtime if activity.exists() else 0.0)
+            last = max(written, activity_path.stat().st_mtime if activity_path.exists() else 0.0)
             return holder if time.time() - last < LOCK_STALE_S else None
     except FileNotFoundError:  # released while we looked
         return None
