@@ -9,6 +9,7 @@ paper's "prompt ensembling". An image is assigned the class whose caption it mat
 """
 from __future__ import annotations
 
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -55,7 +56,7 @@ def zeroshot_classifier(model, tokenizer, classnames: list[str], templates: list
         templates = [templates]
     if not classnames or not templates:
         raise ValueError("zeroshot_classifier needs at least one class name and one template")
-    repeated = sorted({name for name in classnames if classnames.count(name) > 1})
+    repeated = sorted(name for name, times in Counter(classnames).items() if times > 1)
     if repeated:  # two equal columns split the probability, and argmax always picks the first of them
         raise ValueError(f"class names given more than once: {repeated}; give each class one name")
     templates = [check_template(t) for t in templates]
