@@ -126,11 +126,16 @@ def hard_negative_tokens(captions: list[str], tokenizer: Tokenizer) -> torch.Ten
 
 # ------------------------------------------------------------------------------------------------ the run folder
 
+def _recipe(cfg: TrainConfig) -> dict:
+    """cfg's fields as run.json stores them (JSON values: tuples become lists)."""
+    return json.loads(to_json(dataclasses.asdict(cfg)))
+
+
 def _run_record(cfg: TrainConfig, world: int = 1) -> dict:
     """run.json: cfg's fields, the number of processes and, for a fine-tune, the digest of the weights it starts from."""
     start = Path(cfg.init_from) / MODEL_FILE if cfg.init_from else None
     digest = {"init_from_sha256": weights_digest(start)} if start and start.is_file() else {}
-    return json.loads(to_json(dataclasses.asdict(cfg) | {"world_size": world})) | digest
+    return _recipe(cfg) | {"world_size": world} | digest
 
 
 def _same_recipe(out, cfg: TrainConfig) -> bool:
@@ -178,8 +183,8 @@ def _check_run_dir(cfg: TrainConfig, out: Path, resume: bool, overwrite: bool) -
         if saved.get("preset", cfg.preset) != cfg.preset:
             raise ValueError(f"--resume: the run in {out} was trained with --preset {saved['preset']}, not "
                              f"{cfg.preset}; resume it with --preset {saved['preset']}")
-        ours = _run_record(cfg)
-        for name in sorted(set(saved) & set(ours) - {"world_size", "init_from_sha256"}):
+        ours = _recipe(cfg)  # the fields only: the start's digest is compared by load_or_train, not warned about
+        for name in sorted(set(saved) & set(ours)):
             if saved[name] != ours[name]:  # allowed (e.g. more steps), but never silently: one run, two recipes
                 warnings.warn(f"--resume with --{name.replace('_', '-')} {ours[name]} (the run in {out} was trained "
                               f"with {saved[name]})", stacklevel=3)
