@@ -27,6 +27,7 @@ from pathlib import Path
 import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
+from tqdm.auto import tqdm
 
 from miniclip.config import CLIPConfig
 from miniclip.model import MiniCLIP
@@ -164,6 +165,21 @@ def lock_holder(directory, activity: str = METRICS_FILE) -> dict | None:
         pass
     return holder
 
+
+def follow_writer(directory, steps: int, progress: bool = True, poll_s: float = 2.0) -> None:
+    """Wait while another process trains in `directory` under run_lock (a notebook started while another still
+    trains the same run), with a bar of the steps it logs, out of `steps`; return at once when nobody holds the
+    lock. The interrupt button stops the waiting, not the other process."""
+    holder = lock_holder(directory)
+    if holder is None:
+        return
+    print(f"another process (pid {holder['pid']} on {holder['host']}) is training {directory}: following its steps "
+          "until it finishes")
+    with tqdm(total=steps, initial=steps_logged(directory), desc=f"{Path(directory).name}, trained elsewhere",
+              disable=not progress) as bar:
+        while lock_holder(directory) is not None:
+            time.sleep(poll_s)
+            bar.update(max(0, steps_logged(directory) - bar.n))
 
 # ---------------------------------------------------------------------------------------------------- JSON lines
 

@@ -32,8 +32,8 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from miniclip.checkpoint import (LOCK_FILE, METRICS_FILE, MODEL_FILE, TOKENIZER_FILE, TRAIN_STATE_FILE, MetricsLog,
-                                 atomic_write_json, load, load_tokenizer, load_train_state, read_jsonl, run_lock,
-                                 save, save_train_state, sweep_temporary_files, to_json, weights_digest)
+                                 atomic_write_json, follow_writer, load, load_tokenizer, load_train_state, read_jsonl,
+                                 run_lock, save, save_train_state, sweep_temporary_files, to_json, weights_digest)
 from miniclip.config import TrainConfig
 from miniclip.data.batches import Batches
 from miniclip.data.shapes import swap_relation
@@ -371,9 +371,11 @@ def load_or_train(cfg: TrainConfig, out, progress: bool = True, **train_kwargs) 
     """Load the finished run in `out` if it was trained with exactly `cfg`; otherwise train it there.
 
     An interrupted run of the same cfg is resumed; a run of another recipe in `out` is replaced (this is for
-    the lessons' own run folders, so that a second run of a notebook takes seconds instead of minutes).
+    the lessons' own run folders, so that a second run of a notebook takes seconds instead of minutes). A run
+    that another process trains right now (another notebook) is waited for, then loaded.
     """
     out = Path(out)
+    follow_writer(out, cfg.steps, progress)
     if run_is_finished(cfg, out):
         try:
             model, tokenizer = load(out)

@@ -352,7 +352,8 @@ def test_a_second_trainer_into_a_run_being_trained_is_refused_and_changes_nothin
     try:
         _lock(tmp_path / "run", other.pid)
         with pytest.raises(RunInProgressError, match=rf"pid {other.pid}.*wait for it to finish"):
-            load_or_train(TrainConfig(**{**SMALL, "steps": 3}), tmp_path / "run", progress=False, eval_fn=no_eval)
+            train(TrainConfig(**{**SMALL, "steps": 3}), out=tmp_path / "run", overwrite=True, progress=False,
+                  eval_fn=no_eval)
         status, err = cli(capsys, "train", "--out", tmp_path / "run", "--overwrite", "--steps", 1)
         assert status == 2 and "being trained by another process" in err and len(err.splitlines()) == 1
     finally:
@@ -438,9 +439,9 @@ def test_a_run_killed_before_it_wrote_anything_but_its_lock_starts_again_without
     assert (tmp_path / "run" / "model.safetensors").is_file() and not (tmp_path / "run" / ".miniclip.lock").exists()
 
 
-def test_a_lesson_follows_the_main_run_another_notebook_is_training_then_loads_it(tmp_path, capsys):
+def test_follow_writer_waits_for_another_process_with_its_logged_steps(tmp_path, capsys):
     """Lesson 5 started while lesson 4 still trains the main run: it waits, with the other's steps as its bar."""
-    from miniclip.course.main_run import follow_another_trainer
+    from miniclip.checkpoint import follow_writer
     run = tmp_path / "main"
     run.mkdir()
     script = ("import json, sys, time; from miniclip.checkpoint import run_lock\n"
@@ -450,16 +451,44 @@ def test_a_lesson_follows_the_main_run_another_notebook_is_training_then_loads_i
               "        time.sleep(0.5)\n")
     other = subprocess.Popen([sys.executable, "-c", script])
     try:
-        deadline = time.time() + 60  # until it holds the lock (its import of torch takes seconds)
-        while not (run / "metrics.jsonl").exists() and other.poll() is None and time.time() < deadline:
-            time.sleep(0.05)
-        assert (run / ".miniclip.lock").exists(), "the other process never took the lock"
-        follow_another_trainer(run, steps=3, progress=False, poll_s=0.05)
+        _wait_for_lock(run, other)
+        follow_writer(run, steps=3, progress=False, poll_s=0.05)
         assert not (run / ".miniclip.lock").exists()  # returned only once the other process had finished
         assert read_jsonl(run / "metrics.jsonl")[-1]["step"] == 3
         assert "another process" in capsys.readouterr().out
     finally:
         other.kill()
         other.wait()
-    follow_another_trainer(run, steps=3, progress=False)  # nobody holds it: returns at once
+    follow_writer(run, steps=3, progress=False)  # nobody holds it: returns at once
     assert capsys.readouterr().out == ""
+
+
+def _wait_for_lock(run, other):
+    deadline = time.time() + 60  # until the other process holds the lock (its import of torch takes seconds)
+    while not (run / ".miniclip.lock").exists() and other.poll() is None and time.time() < deadline:
+        time.sleep(0.02)
+    assert (run / ".miniclip.lock").exists(), "the other process never took the lock"
+
+
+def test_load_or_train_waits_for_the_run_another_notebook_trains_then_loads_it(tmp_path, capsys, monkeypatch):
+    """Lesson 8 started while lesson 7 still trains the probes' base run: load_or_train (as the lessons call it)
+    follows the other's steps and loads what it made, instead of stopping at the lock or training it again."""
+    import miniclip.train
+    run, recipe = tmp_path / "run", {**SMALL, "steps": 60}
+    script = ("from miniclip.config import TrainConfig; from miniclip.train import train\n"
+              f"train(TrainConfig(**{recipe!r}), out={str(run)!r}, progress=False, eval_fn=lambda m, t: {{}})\n")
+    other = subprocess.Popen([sys.executable, "-c", script])
+    try:
+        _wait_for_lock(run, other)
+
+        def train_again(*args, **kwargs):
+            raise AssertionError("load_or_train trained the run a second time")
+
+        monkeypatch.setattr(miniclip.train, "train", train_again)
+        result = load_or_train(TrainConfig(**recipe), run, progress=False, eval_fn=no_eval)
+        assert other.wait(timeout=60) == 0
+    finally:
+        other.kill()
+        other.wait()
+    assert "another process" in capsys.readouterr().out
+    assert [row["step"] for row in result.history][-1] == 60 and result.history == read_jsonl(run / "metrics.jsonl")

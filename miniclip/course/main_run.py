@@ -17,13 +17,11 @@ images are held out for the validation metrics of training.
 """
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import numpy as np
-from tqdm.auto import tqdm
 
-from miniclip.checkpoint import lock_holder, steps_logged
+from miniclip.checkpoint import follow_writer
 from miniclip.config import CLIPConfig, TrainConfig
 from miniclip.course.lesson import REHEARSAL_STANDIN_IMAGES, Lesson
 from miniclip.course.standins import build_standins, load_cifar10_standin
@@ -150,7 +148,7 @@ def main_run(lesson: Lesson, progress: bool = True) -> TrainResult:
     Returns miniclip.train.TrainResult(model on lesson.device in eval mode, tokenizer, history, out).
     """
     cfg, out = main_run_config(lesson), main_run_dir(lesson)
-    follow_another_trainer(out, cfg.steps, progress)
+    follow_writer(out, cfg.steps, progress)  # lesson 4 still training it in another notebook: wait, then load
     if run_is_finished(cfg, out):
         print(f"main run: loading the finished run in {out}")
     else:
@@ -161,18 +159,3 @@ def main_run(lesson: Lesson, progress: bool = True) -> TrainResult:
     result.model.to(lesson.device).eval()
     return result
 
-
-def follow_another_trainer(out: Path, steps: int, progress: bool = True, poll_s: float = 2.0) -> None:
-    """Wait while another process trains the run in `out` (lesson 4 still training the main run when a later
-    notebook starts), with a bar of its logged steps; return at once when nobody holds the folder's lock.
-    The interrupt button stops the waiting, not the other process."""
-    holder = lock_holder(out)
-    if holder is None:
-        return
-    print(f"main run: another process (pid {holder['pid']} on {holder['host']}) is training it in {out}; "
-          "following its steps until it finishes, then loading it")
-    with tqdm(total=steps, initial=steps_logged(out), desc="main run, trained elsewhere", disable=not progress) as bar:
-        while lock_holder(out) is not None:
-            bar.update(max(0, steps_logged(out) - bar.n))
-            time.sleep(poll_s)
-        bar.update(max(0, steps_logged(out) - bar.n))
