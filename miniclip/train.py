@@ -35,8 +35,7 @@ from miniclip.checkpoint import (LOCK_FILE, METRICS_FILE, MODEL_FILE, TOKENIZER_
                                  atomic_write_json, follow_writer, load, load_tokenizer, load_train_state, read_jsonl,
                                  run_lock, save, save_train_state, sweep_temporary_files, to_json, weights_digest)
 from miniclip.config import TrainConfig
-from miniclip.data.batches import Batches
-from miniclip.data.shapes import swap_relation
+from miniclip.data.batches import Batches, hard_negative_tokens
 from miniclip.data.sources import load_pairs
 from miniclip.device import precision, process_device, seed_everything, start_processes
 from miniclip.evaluate import evaluate_suite
@@ -114,16 +113,6 @@ def train_step(net: nn.Module, images, tokens, negatives=None) -> torch.Tensor:
     return distributed_clip_loss(image_features, text_features[:n], inverse_temperature, extra)
 
 
-def hard_negative_tokens(captions: list[str], tokenizer: Tokenizer) -> torch.Tensor:
-    """[C, T]: the argument-swapped twin of each caption's relation, or a row of -1 where a caption has none."""
-    swapped = [swap_relation(c) for c in captions]
-    tokens = torch.full((len(captions), tokenizer.context_length), -1, dtype=torch.long)
-    idx = [i for i, s in enumerate(swapped) if s is not None]
-    if idx:
-        tokens[idx] = tokenizer.encode([swapped[i] for i in idx])
-    return tokens
-
-
 # ------------------------------------------------------------------------------------------------ the run folder
 
 def _recipe(cfg: TrainConfig) -> dict:
@@ -160,14 +149,25 @@ def read_run_record(out) -> dict:
 
 
 def run_is_finished(cfg: TrainConfig, out) -> bool:
-    """Whether `out` holds a finished run of exactly `cfg`: same run.json, a model, a log that reached cfg.steps."""
+    """Whether `out` holds a finished run of exactly `cfg`: same run.json, a model, and the log of the evaluation
+    after the last step (written after the last checkpoint: a run killed before or during either is unfinished)."""
     out = Path(out)
     try:
         same = _same_recipe(out, cfg)
         history = read_jsonl(out / METRICS_FILE)
     except (OSError, ValueError):
         return False
-    return same and (out / MODEL_FILE).is_file() and bool(history) and history[-1].get("step") == cfg.steps
+    return same and (out / MODEL_FILE).is_file() and _evaluated(history, cfg.steps)
+
+
+def _evaluated(history: list[dict], step: int) -> bool:
+    """Whether the log holds the evaluation at `step`: a row of val_* metrics (a training row has the loss)."""
+    return any(row.get("step") == step and "loss" not in row for row in history)
+
+
+def _evaluates_at(step: int, cfg: TrainConfig) -> bool:
+    """Whether training evaluates after `step` steps: every cfg.eval_every steps, and after the last."""
+    return bool(cfg.eval_every and step % cfg.eval_every == 0) or step == cfg.steps
 
 
 def _check_run_dir(cfg: TrainConfig, out: Path, resume: bool, overwrite: bool) -> None:
@@ -304,6 +304,8 @@ def _train(cfg: TrainConfig, out: Path | None, resume: bool, progress: bool, eva
         atomic_write_json(out / RUN_FILE, _run_record(cfg, world))
         if not resume:
             _checkpoint(out, model, tokenizer, optimizer, 0)
+    if resume and main_process and start and _evaluates_at(start, cfg) and not _evaluated(history, start):
+        _evaluate(model, tokenizer, eval_fn, log, start)  # the run was stopped after its checkpoint, before this
 
     autocast, dtype = precision(device)
     scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)  # fp16 only: loss scaling
@@ -340,11 +342,8 @@ def _train(cfg: TrainConfig, out: Path | None, resume: bool, progress: bool, eva
         if out is not None and main_process and ((cfg.checkpoint_every and done % cfg.checkpoint_every == 0)
                                                  or done == cfg.steps):
             _checkpoint(out, model, tokenizer, optimizer, done)
-        if main_process and ((cfg.eval_every and done % cfg.eval_every == 0) or done == cfg.steps):
-            model.eval()
-            metrics = eval_fn(model, tokenizer)
-            model.train()
-            log.write(dict(step=done, **{k if k.startswith("val_") else f"val_{k}": v for k, v in metrics.items()}))
+        if main_process and _evaluates_at(done, cfg):
+            _evaluate(model, tokenizer, eval_fn, log, done)
     bar.close()
     log.close()
     return TrainResult(model=model.eval(), tokenizer=tokenizer, history=log.rows, out=out)
@@ -359,6 +358,14 @@ def _optimizer_step(model, optimizer, loss, scaler, grad_clip: float) -> None:
     scaler.step(optimizer)
     scaler.update()
     model.clamp_logit_scale()  # the temperature never goes below 1/100
+
+
+def _evaluate(model, tokenizer, eval_fn, log: MetricsLog, step: int) -> None:
+    """eval_fn(model, tokenizer) in eval mode, logged as one row of val_* metrics at `step`."""
+    model.eval()
+    metrics = eval_fn(model, tokenizer)
+    model.train()
+    log.write(dict(step=step, **{k if k.startswith("val_") else f"val_{k}": v for k, v in metrics.items()}))
 
 
 def _checkpoint(out: Path, model, tokenizer, optimizer, step: int) -> None:

@@ -97,6 +97,43 @@ def test_a_kill_between_the_checkpoint_files_never_mixes_steps(tmp_path, monkeyp
     assert [r["step"] for r in resumed.history] == [r["step"] for r in whole.history]
 
 
+def test_a_run_killed_in_its_last_checkpoint_or_evaluation_is_unfinished_and_resumes_what_was_lost(tmp_path,
+                                                                                                     monkeypatch):
+    """The last log row is written before the last checkpoint, and the last evaluation after it: a kill in between
+    used to leave a run that counted as finished, with the weights of an earlier step or without its evaluation."""
+    import miniclip.train as train_module
+    from miniclip.train import run_is_finished
+    cfg = TrainConfig(**{**SMALL, "checkpoint_every": 0})  # the last checkpoint before the end is step 0's
+    whole = train(cfg, out=tmp_path / "whole", eval_fn=lambda m, t: {"x": 1.0}, progress=False)
+    real = train_module._checkpoint
+
+    def killed_in_the_last(out, model, tokenizer, optimizer, step):
+        if step == cfg.steps:
+            raise KeyboardInterrupt("killed")
+        real(out, model, tokenizer, optimizer, step)
+
+    monkeypatch.setattr(train_module, "_checkpoint", killed_in_the_last)
+    with pytest.raises(KeyboardInterrupt):
+        train(cfg, out=tmp_path / "run", eval_fn=no_eval, progress=False)
+    monkeypatch.setattr(train_module, "_checkpoint", real)
+    assert not run_is_finished(cfg, tmp_path / "run")
+    resumed = load_or_train(cfg, tmp_path / "run", eval_fn=lambda m, t: {"x": 1.0}, progress=False)
+    for (name, a), b in zip(whole.model.state_dict().items(), resumed.model.state_dict().values()):
+        torch.testing.assert_close(a, b, msg=name)  # trained again from step 0, to the same weights
+
+    def killed_in_the_evaluation(model, tokenizer):
+        raise KeyboardInterrupt("killed")
+
+    with pytest.raises(KeyboardInterrupt):
+        train(cfg, out=tmp_path / "eval", eval_fn=killed_in_the_evaluation, progress=False)
+    assert not run_is_finished(cfg, tmp_path / "eval")
+    rows = read_jsonl(tmp_path / "eval" / "metrics.jsonl")
+    finished = load_or_train(cfg, tmp_path / "eval", eval_fn=lambda m, t: {"x": 1.0}, progress=False)
+    assert finished.history == rows + [{"step": cfg.steps, "val_x": 1.0}]  # only the evaluation ran, once
+    assert run_is_finished(cfg, tmp_path / "eval")
+    assert [r["step"] for r in finished.history] == [r["step"] for r in whole.history]
+
+
 def test_stale_temporary_files_are_swept_when_a_run_resumes(tmp_path):
     train(TrainConfig(**{**SMALL, "steps": 4}), out=tmp_path, eval_fn=no_eval, progress=False)
     orphan = tmp_path / ".model.safetensors.abc123.tmp"

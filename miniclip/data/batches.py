@@ -2,6 +2,7 @@
 
     batches = Batches(data, tokens, batch_size=256, device="cpu", seed=0)
     images, tokens, image_idx = batches.get(step)    # float [B, 3, S, S], int64 [B, T], int64 [B]
+    negatives = hard_negative_tokens(data.captions, tokenizer)   # int64 [C, T]: each caption's swapped twin
 """
 from __future__ import annotations
 
@@ -12,6 +13,8 @@ import torch
 import torch.nn.functional as F
 
 from miniclip.data import PairedData, normalise
+from miniclip.data.shapes import swap_relation
+from miniclip.tokenizer import Tokenizer
 
 
 def random_resized_crop(x: torch.Tensor, rng: np.random.Generator, area=(0.8, 1.0), ratio=(3 / 4, 4 / 3)):
@@ -124,3 +127,13 @@ class Batches:
             x = random_resized_crop(x, np.random.default_rng([self.seed, step, 2]))
         tokens = self.tokens[torch.from_numpy(caption_idx).to(self.device)]  # [B, T]
         return x, tokens, torch.from_numpy(image_idx)
+
+
+def hard_negative_tokens(captions: list[str], tokenizer: Tokenizer) -> torch.Tensor:
+    """[C, T]: the argument-swapped twin of each caption's relation, or a row of -1 where a caption has none."""
+    swapped = [swap_relation(c) for c in captions]
+    tokens = torch.full((len(captions), tokenizer.context_length), -1, dtype=torch.long)
+    idx = [i for i, s in enumerate(swapped) if s is not None]
+    if idx:
+        tokens[idx] = tokenizer.encode([swapped[i] for i in idx])
+    return tokens
