@@ -80,8 +80,10 @@ def _eval(args) -> int:
 def _export_hf(args) -> int:
     from miniclip.hf import to_transformers  # imported here: transformers takes seconds to import
 
-    if Path(args.out_dir).resolve() == Path(args.run_dir).resolve():
-        raise ValueError(f"OUT_DIR is the run directory {args.run_dir} itself; choose another folder")
+    out, run = Path(args.out_dir).resolve(), Path(args.run_dir).resolve()
+    if out == run or out in run.parents:  # --overwrite would delete the run (and, above it, its neighbours)
+        raise ValueError(f"OUT_DIR {args.out_dir} is the run directory {args.run_dir} or a folder that holds it; "
+                         "choose a folder of its own")
     model, tokenizer, _ = load_run(args.run_dir)
     to_transformers(model, tokenizer, args.out_dir, overwrite=args.overwrite)
     print(f"wrote {args.out_dir}: load it with transformers.CLIPModel.from_pretrained({str(args.out_dir)!r})")

@@ -65,9 +65,14 @@ def check_finite(features: torch.Tensor, what: str) -> torch.Tensor:
     """features unchanged, or FloatingPointError when any is NaN or infinite: the model is broken (a diverged run),
     and every score made from such features (an argmax, a comparison, a rate) would be meaningless, not low."""
     if not torch.isfinite(features).all():
-        raise FloatingPointError(f"the model's {what} features hold NaN or infinite values, so its weights are broken "
+        raise FloatingPointError(f"the model's {what} hold NaN or infinite values, so its weights are broken "
                                  "(a diverged run?); nothing measured with them would mean anything")
     return features
+
+
+def inverse_temperature(model) -> torch.Tensor:
+    """model.inverse_temperature() in float32 (a 0-d tensor), checked: a NaN temperature is a broken model too."""
+    return check_finite(model.inverse_temperature().float(), "temperature (logit_scale)")
 
 
 def _batches(n: int, batch_size: int, desc: str):
@@ -91,7 +96,7 @@ def encode_images(model, images, batch_size: int = 256, device=None) -> torch.Te
             features.append(F.normalize(model.encode_image(x).float(), dim=-1))
     if not features:
         return torch.zeros(0, model.config.embed_dim, device=device)
-    return check_finite(torch.cat(features), "image")
+    return check_finite(torch.cat(features), "image features")
 
 
 @torch.no_grad()
@@ -107,4 +112,4 @@ def encode_texts(model, tokenizer, texts: list[str], batch_size: int = 1024, dev
             features.append(F.normalize(model.encode_text(tokens.to(device)).float(), dim=-1))
     if not features:
         return torch.zeros(0, model.config.embed_dim, device=device)
-    return check_finite(torch.cat(features), "text")
+    return check_finite(torch.cat(features), "text features")

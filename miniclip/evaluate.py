@@ -15,7 +15,7 @@ import torch
 
 from miniclip.data import PairedData, shapes
 from miniclip.data.sources import SPLIT_SEED_OFFSET, load_pairs
-from miniclip.encode import encode_images, encode_texts
+from miniclip.encode import encode_images, encode_texts, inverse_temperature
 from miniclip.loss import clip_loss
 from miniclip.zeroshot import SHAPES_TEMPLATES, evaluate_zeroshot
 
@@ -142,7 +142,7 @@ def evaluate_suite(model, tokenizer, data="shapes", device=None, seed: int = 0, 
     text_features = encode_texts(model, tokenizer, pairs.captions, device=device)  # [C, D]
     metrics = retrieval_metrics(image_features @ text_features.t(), pairs.caption_image)
     metrics["loss"] = contrastive_loss(image_features, text_features, pairs.caption_image,
-                                       model.inverse_temperature().float().to(image_features.device), batch_size)
+                                       inverse_temperature(model).to(image_features.device), batch_size)
     metrics.update(num_images=pairs.num_images, num_captions=len(pairs.captions))
     if isinstance(data, str) and data == "shapes" and zeroshot_per_class > 0:
         images, labels = shapes.single_object_set(zeroshot_per_class, seed=seed + SPLIT_SEED_OFFSET[split],

@@ -132,6 +132,7 @@ def _same_recipe(out, cfg: TrainConfig) -> bool:
     A fine-tune is stale once its start (cfg.init_from) holds another model: compared by content, not by file
     times, so that a copied runs folder keeps its fine-tunes."""
     saved, ours, defaults = read_run_record(out), _run_record(cfg), _run_record(TrainConfig())
+    saved.pop("world_size", None)  # the same recipe on more GPUs: the global batch is cfg.batch_size either way
     if "init_from_sha256" not in ours:  # the start is gone (or there is none): the run stands on its own
         saved.pop("init_from_sha256", None)
     return bool(saved) and set(saved) <= set(ours) and all(saved.get(k, defaults.get(k)) == v for k, v in ours.items())
@@ -269,7 +270,8 @@ def _train(cfg: TrainConfig, out: Path | None, resume: bool, progress: bool, eva
     seed_everything(cfg.seed)
 
     model_cfg = cfg.model_config()
-    base = _load_base(cfg, model_cfg) if cfg.init_from else None  # before the data: a wrong start fails at once
+    # before the data, so that a wrong start fails at once; a resumed run has its own weights and tokenizer
+    base = _load_base(cfg, model_cfg) if cfg.init_from and not resume else None
     data = load_pairs(cfg.data, "train", image_size=model_cfg.image_size, n=cfg.num_images or None, seed=cfg.seed,
                       **cfg.world_options())
     _check_data(cfg, data, model_cfg.image_size)
@@ -286,7 +288,7 @@ def _train(cfg: TrainConfig, out: Path | None, resume: bool, progress: bool, eva
 
     torch.manual_seed(cfg.seed)
     model = MiniCLIP(model_cfg)
-    if base and not resume:
+    if base:
         model.load_state_dict(base[0].state_dict())
     model = model.to(device)
     optimizer = make_optimizer(model, cfg)

@@ -16,7 +16,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from miniclip.encode import check_finite, encode_images, encode_texts, eval_mode, model_device, prepare_images
+from miniclip.encode import (check_finite, encode_images, encode_texts, eval_mode, inverse_temperature, model_device,
+                             prepare_images)
 
 # Templates for the shapes world, in the phrasings of its grammar: a template never read in training only adds noise.
 SHAPES_TEMPLATES = [
@@ -73,8 +74,8 @@ def zeroshot_logits(model, images, classifier: torch.Tensor) -> torch.Tensor:
     device = model_device(model)
     with eval_mode(model):
         x = prepare_images(images, model.config.image_size, device, next(model.parameters()).dtype)
-        features = check_finite(F.normalize(model.encode_image(x).float(), dim=-1), "image")  # [B, D]
-        return model.inverse_temperature().float() * features @ classifier.to(device, torch.float32)
+        features = check_finite(F.normalize(model.encode_image(x).float(), dim=-1), "image features")  # [B, D]
+        return inverse_temperature(model) * features @ classifier.to(device, torch.float32)
 
 
 def zeroshot_predict(model, images, classifier: torch.Tensor) -> torch.Tensor:

@@ -165,6 +165,29 @@ def test_resume_refuses_another_source(tmp_path, jpeg_factory):
         build_cache([], tmp_path, size=16, workers=1, source="b")
 
 
+def test_resume_refuses_a_smaller_limit_sweeps_stale_files_and_a_cut_images_file_is_named(tmp_path, jpeg_factory):
+    """An unfinished build of 8 records resumed with --limit 4 used to finish a "limit 4" cache of 8 images; a killed
+    write of progress.json left its temporary file in the finished cache; a cut images.u8 failed inside numpy."""
+    records, out = _records(jpeg_factory, 12), tmp_path / "cache"
+
+    def interrupted():
+        yield from records[:8]
+        raise RuntimeError("killed")
+
+    with pytest.raises(RuntimeError):
+        build_cache(interrupted(), out, size=16, workers=1, chunk_size=4)
+    orphan = out / ".progress.json.abc123.tmp"
+    orphan.write_text("{")
+    with pytest.raises(FileExistsError, match="8 records, more than --limit 4"):
+        build_cache(records, out, size=16, workers=1, chunk_size=4, limit=4)
+    assert build_cache(records, out, size=16, workers=1, chunk_size=4, limit=10)["num_images"] == 10
+    assert not orphan.exists()
+    with open(out / "images.u8", "r+b") as f:
+        f.truncate(10 * 16 * 16 * 3 - 1)
+    with pytest.raises(ValueError, match=r"images.u8 holds 7,679 bytes.*damaged"):
+        load_cache(out)
+
+
 def _png(array, mode=None):
     buf = io.BytesIO()
     Image.fromarray(array, mode).save(buf, "PNG") if mode else Image.fromarray(array).save(buf, "PNG")

@@ -94,6 +94,22 @@ def test_hf_falls_back_to_the_only_split(coco_parquet):
     assert len(list(records)) == 1
 
 
+def test_hf_refuses_to_read_a_folder_of_training_files_as_another_split(coco_parquet, tmp_path):
+    """A one-split folder whose files say "train" used to become a "test" cache without a word: training images
+    in the evaluation. A folder whose only split is the one asked for, or has a name of its own, is read."""
+    import shutil
+    for name in ("train", "test", "default"):
+        (tmp_path / name / "data").mkdir(parents=True)
+        shutil.copy(coco_parquet["per_image"], tmp_path / name / "data" / f"{name}-00000-of-00001.parquet")
+    with pytest.raises(ValueError, match=r"splits \['train'\].*--split"):
+        coco.hf_records("test", str(tmp_path / "train"))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # "only 4 images for split 'test'"
+        assert len(list(coco.hf_records("test", str(tmp_path / "test")))) == 4
+        assert len(list(coco.hf_records("test", str(tmp_path / "default")))) == 4
+        assert len(list(coco.hf_records("train", str(tmp_path / "train")))) == 4
+
+
 def test_hf_wrong_columns(tmp_path):
     import datasets
 

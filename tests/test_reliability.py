@@ -69,6 +69,8 @@ def test_export_hf_refuses_its_own_run_directory(tmp_path, capsys):
     files = sorted(p.name for p in (tmp_path / "run").iterdir())
     status, err = cli(capsys, "export-hf", tmp_path / "run", tmp_path / "run")
     assert status == 2 and "run directory" in err
+    status, err = cli(capsys, "export-hf", tmp_path / "run", tmp_path, "--overwrite")  # the folder of all the runs
+    assert status == 2 and "a folder that holds it" in err and len(err.splitlines()) == 1
     assert sorted(p.name for p in (tmp_path / "run").iterdir()) == files
 
 
@@ -185,6 +187,21 @@ def test_a_model_with_nan_weights_never_scores_perfect_recall():
         evaluate_suite(model, tokenizer, "shapes", num_images=100, zeroshot_per_class=1)
 
 
+def test_a_nan_temperature_is_a_broken_model_too():
+    """Sound weights with a NaN logit_scale: zero-shot predictions used to be class 0 for every image, and a cache's
+    evaluation (no zero-shot set) reported normal recall with a loss of null."""
+    model = miniclip.MiniCLIP(miniclip.CLIPConfig.preset("shapes-tiny"))
+    tokenizer = miniclip.Tokenizer.train(["a red circle", "a blue star"] * 20, 300, 32)
+    model.config.eot_token_id = tokenizer.end_id
+    with torch.no_grad():
+        model.logit_scale.fill_(float("nan"))
+    data = load_pairs("shapes", "val", image_size=32, n=40)
+    with pytest.raises(FloatingPointError, match="temperature"):
+        evaluate_suite(model, tokenizer, data)
+    with pytest.raises(FloatingPointError, match="temperature"):
+        zeroshot_predict(model, data.images[:4], torch.nn.functional.normalize(torch.randn(model.config.embed_dim, 3), dim=0))
+
+
 def test_a_broken_model_gets_no_probe_score(tmp_path, capsys):
     """NaN features used to give the typographic probe a flip rate of 0 (robust!) and the bias probe gaps of 0
     (unbiased!): argmax and comparisons of NaN quietly make numbers. Now every probe stops with one error."""
@@ -272,6 +289,40 @@ def test_resume_continues_the_runs_own_recipe_not_the_presets(tmp_path, capsys):
     assert status == 0 and "--steps 6" in err and "trained with 4" in err
     assert err.startswith("miniclip train: warning: --resume with --steps 6")  # one line, not Python's file:line
     assert read_jsonl(run / "metrics.jsonl")[-1]["step"] == 6 and json.loads((run / "run.json").read_text())["batch_size"] == 16
+
+
+def test_a_run_of_several_processes_is_kept_and_a_fine_tune_resumes_without_its_start(tmp_path, monkeypatch):
+    """load_or_train used to delete a finished run trained with torchrun (run.json's world_size 2 is not this
+    process's 1), and --resume of a fine-tune needed the run it started from, though the checkpoint holds it all."""
+    import shutil
+
+    import miniclip.train as train_module
+    cfg = TrainConfig(**{**SMALL, "steps": 2})
+    load_or_train(cfg, tmp_path / "base", eval_fn=no_eval, progress=False)
+    record = json.loads((tmp_path / "base" / "run.json").read_text())
+    (tmp_path / "base" / "run.json").write_text(json.dumps(record | {"world_size": 2}))
+    real_train, real_checkpoint = train_module.train, train_module._checkpoint
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("the finished run was trained again")
+
+    monkeypatch.setattr(train_module, "train", no_training)
+    assert load_or_train(cfg, tmp_path / "base", eval_fn=no_eval, progress=False).history[-1]["step"] == 2
+    monkeypatch.setattr(train_module, "train", real_train)
+
+    def killed_at_step_8(out, model, tokenizer, optimizer, step):
+        if step == 8:
+            raise KeyboardInterrupt("killed")
+        real_checkpoint(out, model, tokenizer, optimizer, step)
+
+    tune = TrainConfig(**{**SMALL, "init_from": str(tmp_path / "base")})
+    monkeypatch.setattr(train_module, "_checkpoint", killed_at_step_8)
+    with pytest.raises(KeyboardInterrupt):
+        train(tune, out=tmp_path / "tune", eval_fn=no_eval, progress=False)
+    monkeypatch.setattr(train_module, "_checkpoint", real_checkpoint)
+    shutil.rmtree(tmp_path / "base")
+    resumed = train(tune, out=tmp_path / "tune", resume=True, eval_fn=no_eval, progress=False)
+    assert resumed.history[-1]["step"] == 8
 
 
 def test_batch_size_one_warns_that_nothing_is_learned(tmp_path, capsys):

@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
-from miniclip.checkpoint import atomic_write_json, run_lock, to_json
+from miniclip.checkpoint import atomic_write_json, run_lock, sweep_temporary_files, to_json
 from miniclip.data import PairedData, shapes
 from miniclip.data.coco import Record, ZipMember
 from miniclip.data.decode import decode_image, decoder_pool, process_chunk
@@ -73,6 +73,7 @@ class _Writer:
     def __init__(self, out: Path, identity: dict):
         self.out, self.frame = out, identity["size"] ** 2 * 3  # bytes per image
         self.progress = out / "progress.json"
+        sweep_temporary_files(out)  # what a killed write of progress.json left behind
         if self.progress.exists():
             self.state = json.loads(self.progress.read_text())
             _refuse_another(out, self.state, identity, "a partial cache")
@@ -181,6 +182,10 @@ def _decode_into(out: Path, identity: dict, records, workers: int | None, limit:
     size, writer = identity["size"], _Writer(out, identity)
     done = writer.state["records_read"]
     records = iter(records)
+    if limit is not None and done > limit:  # more records than asked for are there already: no cache of `limit`
+        writer.close()
+        raise FileExistsError(f"{out} holds an unfinished build of {done} records, more than --limit {limit}: resume "
+                              "it with the --limit it was started with (or none), or delete the folder")
     if done:
         print(f"cache: resuming {out} after {done} records ({writer.state['num_images']} images)")
         for _ in islice(records, done):  # skip what is already in the cache
@@ -253,8 +258,7 @@ def _print_summary(out: Path, m: dict) -> None:
 def _commit_paired(writer: _Writer, data: PairedData, start: int, size: int, **state) -> None:
     """Commit data's images as the records start, start + 1, ... (resized to size if needed). An image's id is
     its attributes' "image_id", else its record number; state: more to remember in progress.json."""
-    order = np.argsort(data.caption_image, kind="stable")
-    # the captions of image i are order[starts[i] : starts[i + 1]]
+    order = np.argsort(data.caption_image, kind="stable")  # the captions of image i: order[starts[i]:starts[i + 1]]
     starts = np.searchsorted(data.caption_image[order], np.arange(data.num_images + 1))
     images = np.asarray(data.images)  # [b, s, s, 3]: one block, read into memory
     if size != images.shape[1]:
@@ -372,6 +376,9 @@ def load_cache(out_dir) -> PairedData:
             f"{out}: cache format {m.get('format')} v{m.get('version')}, expected miniclip-cache v{FORMAT_VERSION}"
         )
     n, s = m["num_images"], m["size"]
+    if (found := (out / m["images_file"]).stat().st_size) != n * s * s * 3:  # a copy cut short (a full disk)
+        raise ValueError(f"{out / m['images_file']} holds {found:,} bytes, not the {n * s * s * 3:,} of {n} images of "
+                         f"{s} px: it is damaged; copy it again, or delete {out} and build the cache again")
     if n:
         images = np.memmap(out / m["images_file"], dtype=np.uint8, mode="r", shape=(n, s, s, 3))
     else:

@@ -84,8 +84,10 @@ def _image_payload(value):
     return value  # already a PIL image (a dataset without an Image feature)
 
 
-def _open_stream(dataset: str, data_files, hf_split: str):
-    """load_dataset(..., streaming=True), falling back to the only split when the expected one is absent."""
+def _open_stream(dataset: str, data_files, hf_split: str, wanted: str | None = None):
+    """load_dataset(..., streaming=True), falling back to the only split when the expected one is absent: one
+    repository per split names it as it likes. Unless that only split is another of COCO's (a dataset of training
+    images read as `wanted`, the Hub's name of the split asked for, would leak them into the evaluation)."""
     import datasets  # here, not at the top: slow to import (~1 s) and only the Hub source needs it
 
     try:
@@ -94,8 +96,11 @@ def _open_stream(dataset: str, data_files, hf_split: str):
         if "split" not in str(err).lower():
             raise
         names = datasets.get_dataset_split_names(dataset, data_files=data_files)
-        if len(names) != 1:
-            raise ValueError(f"hf source {dataset!r} has splits {names}, not {hf_split!r}: pass hf_split=...") from err
+        if len(names) != 1 or (wanted and names[0] != wanted and names[0] in HF_SPLIT_NAMES.values()):
+            split = {v: k for k, v in HF_SPLIT_NAMES.items()}.get(wanted, wanted)
+            raise ValueError(f"hf source {dataset!r} has the splits {names}, not {hf_split!r}: read it with the "
+                             f"--split it holds, or point --hf-dataset (or --hf-data-files) at the {split} split's "
+                             "files") from err
         return datasets.load_dataset(dataset, data_files=data_files, split=names[0], streaming=True)
 
 
@@ -115,7 +120,8 @@ def hf_records(split: str = "train", dataset: str | None = None, *, data_files=N
     path = dataset or HF_DEFAULT.format(HF_SPLIT_NAMES[split])
     if hf_split is None:
         hf_split = "train" if data_files is not None or dataset is None else HF_SPLIT_NAMES[split]
-    stream = _open_stream(path, data_files, hf_split)
+    named = dataset is not None and data_files is None  # a repository or folder whose file names name its splits
+    stream = _open_stream(path, data_files, hf_split, wanted=HF_SPLIT_NAMES[split] if named else None)
     columns = stream.column_names
     if columns is None:  # features unknown until the first row
         columns = list(next(iter(stream)).keys())
