@@ -69,6 +69,11 @@ def recall_at_k(similarity, caption_image, k):  # the notebook's solution
     return 100 * i2t.item(), 100 * t2i.item()
 
 
+def caption_weighted(similarity, caption_image, k):  # image->text hits averaged over captions, not images
+    hit = (caption_image[similarity.topk(k, dim=1).indices] == torch.arange(similarity.shape[0])[:, None]).any(dim=1)
+    return 100 * hit[caption_image].float().mean().item(), recall_at_k(similarity, caption_image, k)[1]
+
+
 def test_recall_at_k_accepts_the_solution():
     assert check_retrieval_recall(recall_at_k)
     assert check_retrieval_recall(lambda s, c, k: torch.tensor(recall_at_k(s, c, k)))
@@ -77,7 +82,9 @@ def test_recall_at_k_accepts_the_solution():
 @pytest.mark.parametrize("wrong, hint", [
     (lambda s, c, k: recall_at_k(s, c, k)[::-1], "swapped"),
     (lambda s, c, k: tuple(v / 100 for v in recall_at_k(s, c, k)), "percent"),
-    (lambda s, c, k: recall_at_k(s, c, k + 1), "off by one"),
+    (lambda s, c, k: recall_at_k(s, c, k + 1), "recall@(k+1)"),
+    (lambda s, c, k: recall_at_k(s, c, k - 1) if k > 1 else (0.0, 0.0), "recall@(k-1)"),
+    (caption_weighted, "averaged over the captions"),
     (stub, "not implemented"),
 ])
 def test_recall_at_k_names_the_mistake(wrong, hint):

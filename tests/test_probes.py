@@ -278,8 +278,9 @@ def test_gender_associations_count_what_the_captions_say(run):
     items = ([("woman", "kitchen")] * 6 + [("man", "kitchen")] * 2 + [("man", "skateboard")] * 5
              + [(None, "skateboard")] * 3 + [("woman", "horse")] * 2)  # horse: too few images to report
     r = probes.gender_associations(model, tokenizer, _coco_like(items))
-    assert r["n"] == 15 and r["chance"] == 0.5  # the 3 images without a gender word are left out
+    assert r["n"] == 15  # the 3 images without a gender word are left out
     assert r["data_woman_share"] == pytest.approx(8 / 15)
+    assert r["chance"] == pytest.approx(8 / 15)  # always "woman" scores 8 of 15: chance is the larger group, not 1/2
     assert set(r["contexts"]) == {"kitchen", "skateboard"}
     kitchen, skate = r["contexts"]["kitchen"], r["contexts"]["skateboard"]
     assert (kitchen["n"], skate["n"]) == (8, 5)
@@ -327,8 +328,19 @@ def test_word_order_probe_scores_the_true_caption_against_four_reorderings(run):
     # a model that cannot see order scores all five the same: ties share the credit, so exactly chance
     blind = probes.word_order(model, tokenizer, data, max_images=20,
                               score=lambda images, options: torch.zeros(len(options), 5))
-    assert blind["accuracy"] == pytest.approx(0.2)
+    assert blind["accuracy"] == blind["accuracy_blind"] == pytest.approx(0.2)
     assert all(v == pytest.approx(0.5) for v in blind["per_perturbation"].values())
+    # a text prior (the true caption preferred whatever the image shows) earns as much with the average image
+    fluent = probes.word_order(model, tokenizer, data, max_images=20,
+                               score=lambda images, options: torch.tensor([[1.0, 0, 0, 0, 0]] * len(options)))
+    assert fluent["accuracy"] == fluent["accuracy_blind"] == 1.0
+    # one that needs each image to tell (here: it only answers when the images differ) is at chance without them
+    def reads(images, options):
+        differ = len(np.unique(images.reshape(len(images), -1), axis=0)) > 1
+        return torch.tensor([[float(differ), 0, 0, 0, 0]] * len(options))
+
+    seeing = probes.word_order(model, tokenizer, data, max_images=20, score=reads)
+    assert seeing["accuracy"] == 1.0 and seeing["accuracy_blind"] == pytest.approx(0.2)
 
 
 def test_validation_reuse_on_another_rendition_uses_those_images(run):

@@ -73,6 +73,9 @@ def check_template_ensemble(fn: Callable, model=None, tokenizer=None) -> CheckRe
 
 # ---------------------------------------------------------------------------- lesson 6: retrieval
 
+RECALL_SEED = 39  # inputs on which every mistake below gives another answer than the reference
+
+
 def check_retrieval_recall(fn: Callable) -> CheckResult:
     """fn(similarity [N_img, C], caption_image int64 [C], k) -> (image->text, text->image) recall@k in percent.
 
@@ -92,7 +95,11 @@ def check_retrieval_recall(fn: Callable) -> CheckResult:
         rank = (sim > sim.gather(1, first[:, None])).sum(dim=1)  # [N_img]
         return torch.tensor([100.0 * (rank < k).float().mean().item(), ref(sim, caption_image, k)[1].item()])
 
-    g = torch.Generator().manual_seed(3)
+    def caption_weighted(sim, caption_image, k):
+        hit = (caption_image[sim.topk(k, dim=1).indices] == torch.arange(sim.shape[0])[:, None]).any(dim=1)  # [N_img]
+        return torch.tensor([100.0 * hit[caption_image].float().mean().item(), ref(sim, caption_image, k)[1].item()])
+
+    g = torch.Generator().manual_seed(RECALL_SEED)
     inputs = []
     for n_img, per_image, k in ((6, (1, 3, 2, 2, 3, 1), 2), (10, (2,) * 10, 3), (8, (1,) * 8, 1)):
         caption_image = torch.repeat_interleave(torch.arange(n_img), torch.tensor(per_image))  # [C]
@@ -103,8 +110,12 @@ def check_retrieval_recall(fn: Callable) -> CheckResult:
             lambda s, c, k: ref(s, c, k).flip(0),
         "you returned fractions; recall@k here is in percent (multiply by 100)":
             lambda s, c, k: ref(s, c, k) / 100,
+        "your ranks are off by one (with 0-based ranks a hit is rank < k): that is recall@(k-1)":
+            lambda s, c, k: ref(s, c, k - 1) if k > 1 else torch.zeros(2),
         "image->text counts only the image's first caption; a hit is ANY of its captions among the k best":
             first_caption_only,
+        "image->text is averaged over the captions (an image with 3 captions counts 3 times): average over images":
+            caption_weighted,
         "your ranks are off by one (with 0-based ranks a hit is rank < k, not rank <= k): that is recall@(k+1)":
             lambda s, c, k: ref(s, c, k + 1),
     }

@@ -33,6 +33,7 @@ from miniclip.train import load_or_train, lr_at, make_optimizer, run_is_finished
 from miniclip.zeroshot import SHAPES_TEMPLATES, evaluate_zeroshot
 
 OBJECTIVES = ("contrastive", "bag of words", "captioner")
+SCORING = 2  # in a predictive run's run.json: 2 since the captioner scores "an orange star", never seen "a orange star"
 
 
 @dataclass
@@ -58,7 +59,7 @@ def zeroshot_accuracy(kind: str, model, tokenizer: Tokenizer, images: np.ndarray
 
     contrastive   the cosine of the image with each class's prompt ensemble (SHAPES_TEMPLATES), as in notebook 05
     bag of words  the sum of the log-probabilities of the class's two words, "red" + "circle"
-    captioner     the log-likelihood of the class caption "a red circle"
+    captioner     the log-likelihood of the class caption as training wrote it: "a red circle", "an orange star"
     """
     names = shapes.class_names()
     if kind == "contrastive":
@@ -71,7 +72,8 @@ def zeroshot_accuracy(kind: str, model, tokenizer: Tokenizer, images: np.ndarray
             if kind == "bag of words":
                 scores.append(model.class_scores(x, [name.split(" ") for name in names]).cpu())  # [b, 36]
             elif kind == "captioner":
-                tokens = tokenizer.encode([f"a {name}" for name in names]).to(device)  # [36, T]
+                captions = [shapes.noun_phrase(*name.split(" ")) for name in names]  # "a red circle", "an orange star"
+                tokens = tokenizer.encode(captions).to(device)  # [36, T]
                 scores.append(model.class_scores(x, tokens).cpu())  # [b, 36]
             else:
                 raise ValueError(f"unknown objective {kind!r}; use one of {OBJECTIVES}")
@@ -162,7 +164,7 @@ def _run_config(kind: str, cfg: TrainConfig, eval_every: int, per_class: int) ->
     if kind not in OBJECTIVES:
         raise ValueError(f"unknown objective {kind!r}; use one of {OBJECTIVES}")
     cfg = dataclasses.replace(cfg, eval_every=eval_every, eval_per_class=per_class, checkpoint_every=0)
-    return cfg, {"objective": kind, **json.loads(json.dumps(dataclasses.asdict(cfg), default=list))}
+    return cfg, {"objective": kind, "scoring": SCORING, **json.loads(json.dumps(dataclasses.asdict(cfg), default=list))}
 
 
 def objective_is_finished(kind: str, cfg: TrainConfig, out, eval_every: int, per_class: int = 10) -> bool:

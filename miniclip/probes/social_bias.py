@@ -108,7 +108,8 @@ def gender_associations(model, tokenizer, data, contexts: dict = GENDER_CONTEXTS
       amplification           model_woman_share - data_woman_share: > 0, the model says "woman" in this context
                               even more often than the captions do (bias amplification; Zhao et al. 2017)
       accuracy                agreement with the captions
-    Overall: n, accuracy (chance 0.5), data_woman_share, model_woman_share.
+    Overall: n, accuracy, data_woman_share, model_woman_share, and chance: the larger group's share, what a model
+    that always names that group scores (COCO's gendered captions name men far more often: not 0.5).
     """
     groups = [caption_gender(data.captions_of(i)) for i in range(data.num_images)]
     labelled = np.array([i for i, g in enumerate(groups) if g is not None], dtype=np.int64)
@@ -127,5 +128,6 @@ def gender_associations(model, tokenizer, data, contexts: dict = GENDER_CONTEXTS
         per_context[name] = {"n": int(inside.sum()), "data_woman_share": data_share, "model_woman_share": model_share,
                              "amplification": model_share - data_share,
                              "accuracy": average(says_woman[inside] == is_woman[inside])}
-    return {"n": int(labelled.size), "accuracy": average(says_woman == is_woman), "data_woman_share": average(is_woman),
-            "model_woman_share": average(says_woman), "contexts": per_context, "chance": 0.5}
+    share = average(is_woman)
+    return {"n": int(labelled.size), "accuracy": average(says_woman == is_woman), "data_woman_share": share,
+            "model_woman_share": average(says_woman), "contexts": per_context, "chance": max(share, 1 - share)}

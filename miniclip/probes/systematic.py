@@ -128,7 +128,9 @@ def word_order(model, tokenizer, data, max_images: int = 500, seed: int = 0, sco
 
     data: PairedData of held-out images; each image's first caption and its WORD_ORDER_PERTURBATIONS (images whose
     caption has a reordering equal to itself are skipped). Returns accuracy (the true caption scores highest of 5;
-    chance 0.2), per_perturbation {name: true vs that one, chance 0.5}, n.
+    chance 0.2), per_perturbation {name: true vs that one, chance 0.5}, n, and accuracy_blind: the same question
+    with every image replaced by the set's average image. What that earns above chance needs no image, only the
+    wording (a fluent caption looks more like a caption than word salad does): the baseline to read accuracy against.
     """
     score = score or model_scorer(model, tokenizer)
     rng = np.random.default_rng(seed)
@@ -144,11 +146,14 @@ def word_order(model, tokenizer, data, max_images: int = 500, seed: int = 0, sco
             break
     if not kept:
         return {"note": "no caption has four distinct reorderings", "n": 0, "chance": 0.2}
-    scores = torch.as_tensor(score(data.images[kept], options))  # [n, 5]
-    per = {name: average(choice_credit(scores[:, [0, j + 1]], np.zeros(len(kept), dtype=int)))
+    images, first = np.asarray(data.images[kept]), np.zeros(len(kept), dtype=int)  # [n, S, S, 3]; the true option
+    scores = torch.as_tensor(score(images, options))  # [n, 5]
+    average_image = images.mean(axis=0, keepdims=True).round().astype(np.uint8)  # [1, S, S, 3]
+    blind = torch.as_tensor(score(np.repeat(average_image, len(kept), axis=0), options))  # [n, 5]: no image to read
+    per = {name: average(choice_credit(scores[:, [0, j + 1]], first))  # true vs that reordering
            for j, name in enumerate(WORD_ORDER_PERTURBATIONS)}
-    return {"accuracy": average(choice_credit(scores, np.zeros(len(kept), dtype=int))), "per_perturbation": per,
-            "n": len(kept), "chance": 0.2, "chance_per_perturbation": 0.5}
+    return {"accuracy": average(choice_credit(scores, first)), "per_perturbation": per, "n": len(kept),
+            "accuracy_blind": average(choice_credit(blind, first)), "chance": 0.2, "chance_per_perturbation": 0.5}
 
 
 def shapes_word_order(model, tokenizer, max_images: int = 300, seed: int = 0, score: Scorer | None = None) -> dict:
