@@ -252,6 +252,8 @@ def train(cfg: TrainConfig | None = None, *, out=None, resume: bool = False, ove
     """
     cfg = TrainConfig.for_preset(overrides.pop("preset", "shapes-tiny"), **overrides) if cfg is None else \
         dataclasses.replace(cfg, **overrides)
+    if resume and out is None:
+        raise ValueError("resume=True continues the run in a folder: pass out=, that folder")
     rank, world = start_processes()
     if cfg.batch_size % world:
         raise ValueError(f"--batch-size {cfg.batch_size} must be divisible by the number of processes ({world})")

@@ -166,6 +166,11 @@ def test_written_files_follow_the_umask(tmp_path):
     assert (tmp_path / "a.json").stat().st_mode & 0o777 == (tmp_path / "b.json").stat().st_mode & 0o777 == 0o644
 
 
+def test_resume_without_a_run_folder_says_so():
+    with pytest.raises(ValueError, match="pass out="):  # used to be a TypeError on None / "train_state.safetensors"
+        train(TrainConfig(**SMALL), resume=True, eval_fn=no_eval, progress=False)
+
+
 def test_resume_with_another_preset_names_the_preset(tmp_path, capsys):
     train(TrainConfig(**{**SMALL, "steps": 4}), out=tmp_path, eval_fn=no_eval, progress=False)
     status, err = cli(capsys, "train", "--preset", "coco-small", "--data", "shapes", "--out", tmp_path, "--resume")
