@@ -413,6 +413,15 @@ def test_captions_without_a_visible_character_are_dropped():
     assert good == ["a real one"] and events["empty caption dropped"] == 2
 
 
+def test_a_float_image_in_0_to_1_is_scaled_not_decoded_black():
+    from PIL import Image
+
+    from miniclip.data.decode import to_rgb
+    ramp = np.tile(np.linspace(0, 1, 16, dtype=np.float32), (16, 1))  # [16, 16], mode "F"
+    rgb, event = to_rgb(Image.fromarray(ramp, "F"))
+    assert event == "F -> RGB" and np.asarray(rgb)[0, -1].tolist() == [255, 255, 255]  # was [1, 1, 1]: black
+
+
 def test_exif_orientation_is_applied_before_resizing():
     stored = np.zeros((20, 40, 3), dtype=np.uint8)  # as stored: 40 wide, left half red, right half blue
     stored[:, :20], stored[:, 20:] = (255, 0, 0), (0, 0, 255)

@@ -94,7 +94,10 @@ def to_rgb(img: Image.Image) -> tuple[Image.Image, str | None]:
         return img, None
     if mode.startswith("I;16") or mode in ("I", "F"):
         a = np.asarray(img, dtype=np.float64)  # 16/32-bit grey: rescale to 0..255 rather than clip
-        a = a / 257.0 if mode.startswith("I;16") or a.max() > 255 else a
+        if mode.startswith("I;16") or a.max() > 255:
+            a = a / 257.0
+        elif mode == "F" and a.max() <= 1.0:  # floats in 0..1 (a TIFF from a float pipeline), not 0..255
+            a = a * 255.0
         img = Image.fromarray(np.clip(a, 0, 255).astype(np.uint8), "L")
     elif mode in ("RGBA", "LA", "PA") or (mode == "P" and "transparency" in img.info):
         rgba = img.convert("RGBA")  # composite transparent pixels onto white
