@@ -19,7 +19,7 @@ def _probe(args) -> int:
     model, tokenizer, run = cli.load_run(args.run_dir)
     history = read_jsonl(Path(args.run_dir) / "metrics.jsonl")
     results = run_probes(model, tokenizer, sizes=SMOKE_SIZES if args.smoke else FULL_SIZES, history=history,
-                         batch_size=run.get("batch_size"))
+                         batch_size=run.get("batch_size"), progress=sys.stderr.isatty())  # a bar in a terminal
     print(to_json(results, indent=None if args.json else 2))
     return 0
 

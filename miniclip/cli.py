@@ -3,7 +3,7 @@
     miniclip prepare shapes|coco ...   decode a data source once into an image cache
     miniclip train --preset shapes-tiny --data shapes --out runs/tiny
     miniclip eval runs/tiny --json     zero-shot accuracy and retrieval recall as one JSON object
-    miniclip export-hf runs/tiny out/  a transformers CLIPModel directory
+    miniclip export-hf runs/coco out/  a transformers CLIPModel directory (coco-small or coco-base: no conv stem)
     miniclip probe runs/tiny --json    the failure-mode probes (the paper's limitations) as numbers
     miniclip demo --out runs/demo      train, evaluate and draw the figures, in about a minute on a CPU
 
@@ -27,7 +27,8 @@ from miniclip.data.cache import IncompleteCacheError, build_cache, build_shapes_
 from miniclip.data.coco import open_source
 from miniclip.data.shapes import RENDITIONS
 from miniclip.evaluate import evaluate_suite
-from miniclip.train import read_run_record, train
+from miniclip.run_folder import read_run_record
+from miniclip.train import train
 
 USER_ERRORS = (ValueError, OSError, FloatingPointError, IncompleteCacheError)  # reported in one line, exit 2
 
@@ -71,8 +72,9 @@ def _eval(args) -> int:
     default = TrainConfig()  # a run.json from before these fields: the sizes it was evaluated at
     sizes = dict(num_images=run.get("eval_images", default.eval_images),
                  zeroshot_per_class=run.get("eval_per_class", default.eval_per_class))
-    metrics = evaluate_suite(model, tokenizer, data, seed=run.get("seed", 0), **sizes)  # as the run's own evaluations
-    metrics["data"] = data
+    # the sizes and seed of the run's own evaluations: on --split val, `miniclip eval` gives its last logged numbers
+    metrics = evaluate_suite(model, tokenizer, data, seed=run.get("seed", 0), split=args.split, **sizes)
+    metrics.update(data=data, split=args.split)
     print(to_json(metrics, indent=None if args.json else 2))
     return 0
 
@@ -152,19 +154,19 @@ def build_parser(extra_commands=()) -> argparse.ArgumentParser:
     p.add_argument("--preset", choices=PRESETS, help="default: shapes-tiny (with --resume: the run's)")
     p.add_argument("--data", help="'shapes' or a cache directory from `miniclip prepare`")
     p.add_argument("--out", required=True, help="the run directory (must be empty, unless --resume or --overwrite)")
-    p.add_argument("--steps", type=int)
-    p.add_argument("--batch-size", type=int)
-    p.add_argument("--lr", type=float)
-    p.add_argument("--seed", type=int)
-    p.add_argument("--num-images", type=int,
-                   help="training images (shapes world: how many to draw; a cache: its first N)")
+    p.add_argument("--steps", type=int, help="optimiser steps (default: the preset's; shapes-tiny 1000)")
+    p.add_argument("--batch-size", type=int, help="pairs per step, the N of the N x N similarity matrix")
+    p.add_argument("--lr", type=float, help="peak learning rate, after the warmup (default: the preset's)")
+    p.add_argument("--seed", type=int, help="seeds the data, the initial weights and the batches (default 0)")
+    p.add_argument("--num-images", type=int, help="training images (shapes world: how many to draw, default "
+                   "50000; a cache: its first N; 0: all)")
     p.add_argument("--word-fraction", type=float, help="shapes world: share of images with a word written on them")
     p.add_argument("--hard-negatives", action="store_true", help="add relation-swapped captions as negatives")
-    p.add_argument("--eval-every", type=int)
+    p.add_argument("--eval-every", type=int, help="evaluate on held-out data every N steps (0: only at the end)")
     p.add_argument("--eval-images", type=int, help="held-out images of each evaluation (default 1000)")
     p.add_argument("--eval-per-class", type=int, help="shapes world: zero-shot images per class of each "
                    "evaluation (default 20; 0: none)")
-    p.add_argument("--checkpoint-every", type=int)
+    p.add_argument("--checkpoint-every", type=int, help="write the resumable checkpoint every N steps")
     p.add_argument("--compile", action="store_true", help="torch.compile the model")
     p.add_argument("--init-from", help="a run folder to start from (fine-tune its weights and tokenizer)")
     p.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: cuda if available)")
@@ -175,6 +177,9 @@ def build_parser(extra_commands=()) -> argparse.ArgumentParser:
     p = sub.add_parser("eval", help="zero-shot accuracy and retrieval recall of a run")
     p.add_argument("run_dir")
     p.add_argument("--data", help="evaluate on this data instead of the run's own")
+    p.add_argument("--split", choices=("val", "test"), default="val",
+                   help="held-out split (default val, as training evaluates; test: DIR/test of a cache, e.g. COCO's "
+                        "5k Karpathy test images)")
     p.add_argument("--json", action="store_true", help="one line of JSON")
     p.set_defaults(func=_eval)
 

@@ -18,11 +18,8 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import json
 import math
-import shutil
 import time
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,9 +28,9 @@ import torch.nn as nn
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from miniclip.checkpoint import (LOCK_FILE, METRICS_FILE, MODEL_FILE, TOKENIZER_FILE, TRAIN_STATE_FILE, MetricsLog,
-                                 atomic_write_json, follow_writer, load, load_tokenizer, load_train_state, read_jsonl,
-                                 run_lock, save, save_train_state, sweep_temporary_files, to_json, weights_digest)
+from miniclip.checkpoint import (METRICS_FILE, TOKENIZER_FILE, TRAIN_STATE_FILE, MetricsLog, atomic_write_json,
+                                 follow_writer, load, load_tokenizer, load_train_state, read_jsonl, run_lock, save,
+                                 save_train_state)
 from miniclip.config import TrainConfig
 from miniclip.data.batches import Batches, hard_negative_tokens
 from miniclip.data.sources import load_pairs
@@ -41,9 +38,9 @@ from miniclip.device import precision, process_device, seed_everything, start_pr
 from miniclip.evaluate import evaluate_suite
 from miniclip.loss import distributed_clip_loss
 from miniclip.model import MiniCLIP
+from miniclip.run_folder import (RUN_FILE, check_run_dir, evaluated, holds_files, prepare_run_dir, run_is_finished,
+                                 run_record, same_recipe)
 from miniclip.tokenizer import Tokenizer
-
-RUN_FILE = "run.json"
 
 
 @dataclass
@@ -113,102 +110,11 @@ def train_step(net: nn.Module, images, tokens, negatives=None) -> torch.Tensor:
     return distributed_clip_loss(image_features, text_features[:n], inverse_temperature, extra)
 
 
-# ------------------------------------------------------------------------------------------------ the run folder
-
-def _recipe(cfg: TrainConfig) -> dict:
-    """cfg's fields as run.json stores them (JSON values: tuples become lists)."""
-    return json.loads(to_json(dataclasses.asdict(cfg)))
-
-
-def _run_record(cfg: TrainConfig, world: int = 1) -> dict:
-    """run.json: cfg's fields, the number of processes and, for a fine-tune, the digest of the weights it starts from."""
-    start = Path(cfg.init_from) / MODEL_FILE if cfg.init_from else None
-    digest = {"init_from_sha256": weights_digest(start)} if start and start.is_file() else {}
-    return _recipe(cfg) | {"world_size": world} | digest
-
-
-def _same_recipe(out, cfg: TrainConfig) -> bool:
-    """Whether run.json in `out` records cfg; a field it lacks (added to TrainConfig later) counts as its default.
-    A fine-tune is stale once its start (cfg.init_from) holds another model: compared by content, not by file
-    times, so that a copied runs folder keeps its fine-tunes."""
-    saved, ours, defaults = read_run_record(out), _run_record(cfg), _run_record(TrainConfig())
-    saved.pop("world_size", None)  # the same recipe on more GPUs: the global batch is cfg.batch_size either way
-    if "init_from_sha256" not in ours:  # the start is gone (or there is none): the run stands on its own
-        saved.pop("init_from_sha256", None)
-    return bool(saved) and set(saved) <= set(ours) and all(saved.get(k, defaults.get(k)) == v for k, v in ours.items())
-
-
-def read_run_record(out) -> dict:
-    """run.json of a run folder as a dict ({} when there is none); invalid JSON is an error that names the file."""
-    path = Path(out) / RUN_FILE
-    if not path.is_file():
-        return {}
-    try:
-        return json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise ValueError(f"{path} is not valid JSON ({e}); restore it or delete it") from e
-
-
-def run_is_finished(cfg: TrainConfig, out) -> bool:
-    """Whether `out` holds a finished run of exactly `cfg`: same run.json, a model, and the log of the evaluation
-    after the last step (written after the last checkpoint: a run killed before or during either is unfinished)."""
-    out = Path(out)
-    try:
-        same = _same_recipe(out, cfg)
-        history = read_jsonl(out / METRICS_FILE)
-    except (OSError, ValueError):
-        return False
-    return same and (out / MODEL_FILE).is_file() and _evaluated(history, cfg.steps)
-
-
-def _evaluated(history: list[dict], step: int) -> bool:
-    """Whether the log holds the evaluation at `step`: a row of val_* metrics (a training row has the loss)."""
-    return any(row.get("step") == step and "loss" not in row for row in history)
-
+# ------------------------------------------------------------------------------------------------ before the loop
 
 def _evaluates_at(step: int, cfg: TrainConfig) -> bool:
     """Whether training evaluates after `step` steps: every cfg.eval_every steps, and after the last."""
     return bool(cfg.eval_every and step % cfg.eval_every == 0) or step == cfg.steps
-
-
-def _check_run_dir(cfg: TrainConfig, out: Path, resume: bool, overwrite: bool) -> None:
-    """Refuse to train over an existing run unless told to (--resume continues it, --overwrite replaces it). Deletes
-    nothing; creates `out` when it is missing, so that a folder that cannot be written fails now, before any work."""
-    if resume and overwrite:
-        raise ValueError("--resume continues the run in the folder and --overwrite replaces it: choose one")
-    if resume:
-        if not (out / TRAIN_STATE_FILE).is_file():
-            raise FileNotFoundError(f"--resume: {out} holds no checkpoint ({TRAIN_STATE_FILE} is missing); "
-                                    "train without --resume to start a new run")
-        saved = read_run_record(out)
-        if saved.get("preset", cfg.preset) != cfg.preset:
-            raise ValueError(f"--resume: the run in {out} was trained with --preset {saved['preset']}, not "
-                             f"{cfg.preset}; resume it with --preset {saved['preset']}")
-        ours = _recipe(cfg)  # the fields only: the start's digest is compared by load_or_train, not warned about
-        for name in sorted(set(saved) & set(ours)):
-            if saved[name] != ours[name]:  # allowed (e.g. more steps), but never silently: one run, two recipes
-                warnings.warn(f"--resume with --{name.replace('_', '-')} {ours[name]} (the run in {out} was trained "
-                              f"with {saved[name]})", stacklevel=3)
-    elif _holds_files(out) and not overwrite:
-        raise FileExistsError(f"{out} is not empty: continue its run with --resume, replace it with --overwrite, "
-                              "or choose another --out")
-    out.mkdir(parents=True, exist_ok=True)
-
-
-def _holds_files(out: Path) -> bool:
-    """Whether the folder holds anything but a lock (a live one refuses the run later; a dead one is taken over)."""
-    return out.is_dir() and any(path.name != LOCK_FILE for path in out.iterdir())
-
-
-def _prepare_run_dir(out: Path, resume: bool) -> None:
-    """After _check_run_dir and once the data has loaded: remove what a killed run left half-written (resume), or
-    empty the folder (--overwrite: the old run goes only now, when the new one can start)."""
-    if resume:
-        sweep_temporary_files(out)
-        return
-    for path in out.iterdir():
-        if path.name != LOCK_FILE:  # ours: held until the new run ends
-            shutil.rmtree(path) if path.is_dir() and not path.is_symlink() else path.unlink()
 
 
 def _check_data(cfg: TrainConfig, data, image_size: int) -> None:
@@ -260,7 +166,7 @@ def train(cfg: TrainConfig | None = None, *, out=None, resume: bool = False, ove
     device = process_device(cfg.device, world)
     out, main_process = (Path(out) if out is not None else None), rank == 0
     if out is not None and main_process:
-        _check_run_dir(cfg, out, resume, overwrite)
+        check_run_dir(cfg, out, resume, overwrite)
     with run_lock(out) if out is not None and main_process else contextlib.nullcontext():  # one trainer per folder
         return _train(cfg, out, resume, progress, eval_fn, device, rank, world)
 
@@ -277,8 +183,10 @@ def _train(cfg: TrainConfig, out: Path | None, resume: bool, progress: bool, eva
     data = load_pairs(cfg.data, "train", image_size=model_cfg.image_size, n=cfg.num_images or None, seed=cfg.seed,
                       **cfg.world_options())
     _check_data(cfg, data, model_cfg.image_size)
+    if eval_fn is None and cfg.data != "shapes":
+        load_pairs(cfg.data, "val")  # the evaluations' held-out images: when missing, say so now, not after training
     if out is not None and main_process:
-        _prepare_run_dir(out, resume)
+        prepare_run_dir(out, resume)
     if resume:
         tokenizer = load_tokenizer(out / TOKENIZER_FILE)
     else:
@@ -305,10 +213,10 @@ def _train(cfg: TrainConfig, out: Path | None, resume: bool, progress: bool, eva
                                                       zeroshot_per_class=cfg.eval_per_class))
     log = MetricsLog(out / METRICS_FILE if out is not None and main_process else None, history)
     if out is not None and main_process:
-        atomic_write_json(out / RUN_FILE, _run_record(cfg, world))
+        atomic_write_json(out / RUN_FILE, run_record(cfg, world))
         if not resume:
             _checkpoint(out, model, tokenizer, optimizer, 0)
-    if resume and main_process and start and _evaluates_at(start, cfg) and not _evaluated(history, start):
+    if resume and main_process and start and _evaluates_at(start, cfg) and not evaluated(history, start):
         _evaluate(model, tokenizer, eval_fn, log, start)  # the run was stopped after its checkpoint, before this
 
     autocast, dtype = precision(device)
@@ -393,7 +301,7 @@ def load_or_train(cfg: TrainConfig, out, progress: bool = True, **train_kwargs) 
         except ValueError as e:  # damaged: never deleted for the user (a flaky network drive may read it next time)
             raise ValueError(f"{e} To train this run again instead, delete the folder {out}.") from e
         return TrainResult(model=model, tokenizer=tokenizer, history=read_jsonl(out / METRICS_FILE), out=out)
-    resume = _same_recipe(out, cfg) and (out / TRAIN_STATE_FILE).is_file()
-    if _holds_files(out) and not resume:
+    resume = same_recipe(out, cfg) and (out / TRAIN_STATE_FILE).is_file()
+    if holds_files(out) and not resume:
         print(f"replacing the run in {out}: another recipe (or another start), or it did not finish")
     return train(cfg, out=out, progress=progress, resume=resume, overwrite=not resume, **train_kwargs)

@@ -389,6 +389,9 @@ def test_miniclip_eval_scores_at_the_sizes_the_run_was_evaluated_at(tmp_path, ca
     last = read_jsonl(run / "metrics.jsonl")[-1]
     assert metrics["num_images"] == last["val_num_images"] == 110
     assert metrics["zeroshot_top1"] == pytest.approx(last["val_zeroshot_top1"])  # 72 images: the same ones
+    assert main(["eval", str(run), "--json", "--split", "test"]) == 0  # held-out images of their own
+    test = json.loads(capsys.readouterr().out)
+    assert test["split"] == "test" and test["num_images"] == 110 and test["loss"] != metrics["loss"]
 
 
 def test_an_unknown_device_is_one_line_that_names_the_flag(tmp_path, capsys):
@@ -519,6 +522,42 @@ def test_data_that_is_not_a_cache_says_what_it_is(tmp_path, capsys):
     for folder, expected in (("run", "is a run folder"), ("half", "did not finish"), ("photos", "holds no cache")):
         status, err = cli(capsys, "train", "--data", tmp_path / folder, "--out", tmp_path / f"out-{folder}")
         assert status == 2 and expected in err and len(err.splitlines()) == 1, err
+
+
+def test_a_cache_without_a_val_split_is_named_before_training(tmp_path, capsys):
+    """train/ and test/ but no val/ (as the README's prepare commands make them): the evaluation's missing data used
+    to be found after the whole run had trained, with a message that did not mention the split."""
+    for split in ("train", "test"):
+        assert cli(capsys, "prepare", "shapes", "--n", 60, "--out", tmp_path / "data" / split)[0] == 0
+    status, err = cli(capsys, "train", "--data", tmp_path / "data", "--out", tmp_path / "run", "--steps", 2,
+                      "--batch-size", 16)
+    assert status == 2 and "no val" in err and "--split val" in err and len(err.splitlines()) == 1, err
+    assert not (tmp_path / "run" / "model.safetensors").exists()  # nothing was trained
+
+
+def test_prepare_coco_names_a_missing_file_by_its_flag_and_says_what_to_do_offline(tmp_path, capsys):
+    status, err = cli(capsys, "prepare", "coco", "--source", "coco", "--annotations", tmp_path / "nope.json",
+                      "--images", tmp_path, "--out", tmp_path / "c")
+    assert status == 2 and err.startswith("miniclip prepare: --annotations") and "no such file" in err
+    status, err = cli(capsys, "prepare", "coco", "--source", "hf", "--limit", 2, "--out", tmp_path / "hf")  # offline
+    assert status == 2 and "--hf-data-files" in err and len(err.splitlines()) == 1, err
+
+
+def test_overwrite_replaces_only_a_run(tmp_path, capsys):
+    """--overwrite used to empty any folder: a folder of someone's work, `--out .`, or the cache named by --data."""
+    (tmp_path / "mydocs").mkdir()
+    (tmp_path / "mydocs" / "thesis.txt").write_text("three years")
+    assert cli(capsys, "prepare", "shapes", "--n", 60, "--out", tmp_path / "cache")[0] == 0
+    cache = {p.name: p.read_bytes() for p in (tmp_path / "cache").iterdir()}
+    for out, data in ((tmp_path / "mydocs", "shapes"), (tmp_path / "cache", tmp_path / "cache")):
+        status, err = cli(capsys, "train", "--data", data, "--out", out, "--overwrite", "--steps", 1)
+        assert status == 2 and "holds no run.json" in err and len(err.splitlines()) == 1, err
+    assert (tmp_path / "mydocs" / "thesis.txt").read_text() == "three years"
+    assert {p.name: p.read_bytes() for p in (tmp_path / "cache").iterdir()} == cache
+    train(TrainConfig(**{**SMALL, "steps": 1}), out=tmp_path / "run", eval_fn=no_eval, progress=False)
+    (tmp_path / "run" / "history.png").write_bytes(b"a figure drawn beside the run")  # as the demo does
+    train(TrainConfig(**{**SMALL, "steps": 2}), out=tmp_path / "run", overwrite=True, eval_fn=no_eval, progress=False)
+    assert read_jsonl(tmp_path / "run" / "metrics.jsonl")[-1]["step"] == 2  # a run folder is still replaced
 
 
 def test_a_run_killed_before_it_wrote_anything_but_its_lock_starts_again_without_a_flag(tmp_path, capsys):

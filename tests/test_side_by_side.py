@@ -8,7 +8,8 @@ import torch
 
 from miniclip.config import TrainConfig
 from miniclip.course.side_by_side import call_side_by_side, load_or_train_side_by_side
-from miniclip.train import MODEL_FILE, load_or_train
+from miniclip.checkpoint import MODEL_FILE
+from miniclip.train import load_or_train
 
 TINY = dict(steps=3, batch_size=16, num_images=200, eval_every=0, checkpoint_every=0)
 

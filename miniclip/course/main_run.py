@@ -29,7 +29,8 @@ from miniclip.data import PairedData
 from miniclip.data.cache import build_cache, load_cache
 from miniclip.data.coco import HF_SPLIT_NAMES, open_source
 from miniclip.data.sources import load_pairs
-from miniclip.train import TrainResult, load_or_train, run_is_finished
+from miniclip.run_folder import run_is_finished
+from miniclip.train import TrainResult, load_or_train
 from miniclip.zeroshot import CIFAR10_CLASSES, load_cifar10
 
 CLIP_CHECKPOINT = "openai/clip-vit-base-patch32"  # OpenAI's ViT-B/32 CLIP on the Hugging Face Hub (600 MB)

@@ -29,7 +29,8 @@ from miniclip.data.sources import SPLIT_SEED_OFFSET, load_pairs
 from miniclip.device import pick_device, seed_everything
 from miniclip.encode import eval_mode
 from miniclip.tokenizer import Tokenizer
-from miniclip.train import load_or_train, lr_at, make_optimizer, run_is_finished
+from miniclip.run_folder import run_is_finished
+from miniclip.train import load_or_train, lr_at, make_optimizer
 from miniclip.zeroshot import SHAPES_TEMPLATES, evaluate_zeroshot
 
 OBJECTIVES = ("contrastive", "bag of words", "captioner")

@@ -31,7 +31,8 @@ from tqdm.auto import tqdm
 from miniclip.checkpoint import steps_logged
 from miniclip.config import TrainConfig
 from miniclip.device import pick_device
-from miniclip.train import TrainResult, load_or_train, run_is_finished
+from miniclip.run_folder import run_is_finished
+from miniclip.train import TrainResult, load_or_train
 
 
 class _Lines(io.TextIOBase):

@@ -121,7 +121,12 @@ def hf_records(split: str = "train", dataset: str | None = None, *, data_files=N
     if hf_split is None:
         hf_split = "train" if data_files is not None or dataset is None else HF_SPLIT_NAMES[split]
     named = dataset is not None and data_files is None  # a repository or folder whose file names name its splits
-    stream = _open_stream(path, data_files, hf_split, wanted=HF_SPLIT_NAMES[split] if named else None)
+    try:
+        stream = _open_stream(path, data_files, hf_split, wanted=HF_SPLIT_NAMES[split] if named else None)
+    except ConnectionError as e:  # offline (HF_HUB_OFFLINE), or the Hub cannot be reached
+        raise ConnectionError(f"{e}; --source hf streams COCO from the Hugging Face Hub: connect this machine, or "
+                              "read local copies (--hf-dataset parquet --hf-data-files FILES, or --source coco / "
+                              "karpathy with the official files)") from e
     columns = stream.column_names
     if columns is None:  # features unknown until the first row
         columns = list(next(iter(stream)).keys())
@@ -346,6 +351,9 @@ def open_source(source: str, *, split: str | None = None, hf_dataset: str | None
                 annotations=None, images=None, karpathy_json=None, limit: int | None = None
                 ) -> tuple[Iterator[Record], dict]:
     """Records from source "hf" | "coco" | "karpathy", plus a description (stored in the cache manifest)."""
+    for flag, path in (("--annotations", annotations), ("--images", images), ("--karpathy-json", karpathy_json)):
+        if path is not None and not Path(path).exists():
+            raise FileNotFoundError(f"{flag} {path}: no such file or folder")
     if source == "hf":
         split = split or "train"
         records = hf_records(split, hf_dataset, data_files=hf_data_files, limit=limit)

@@ -39,6 +39,8 @@ an oracle that reads the scene) to see what the probe measures.
 """
 from __future__ import annotations
 
+from tqdm.auto import tqdm
+
 from miniclip.probes.benchmarks import CANDIDATE_TEMPLATES, eval_set_scores, rank_models, validation_reuse
 from miniclip.probes.captioning import best_captions, choose_not_generate, scene_of, single_object_grammar
 from miniclip.probes.cnn import TinyCNN, cnn_predict, labelled_shapes, train_shapes_cnn, train_supervised_cnn
@@ -77,7 +79,7 @@ FULL_SIZES = {probe: {} for probe in SMOKE_SIZES}  # every probe at its defaults
 
 
 def run_probes(model, tokenizer, sizes: dict = FULL_SIZES, seed: int = 0, history: list[dict] | None = None,
-               batch_size: int | None = None, only=None) -> dict:
+               batch_size: int | None = None, only=None, progress: bool = False) -> dict:
     """Every single-model probe, one key per limitation; a JSON-serialisable dict of dicts of numbers.
 
     sizes: FULL_SIZES, SMOKE_SIZES, or {probe name: its size keywords} for some probes (the rest run at full
@@ -88,6 +90,7 @@ def run_probes(model, tokenizer, sizes: dict = FULL_SIZES, seed: int = 0, histor
     data_efficiency. Limitation 8 (bias) measures the rates of the planted BIAS correlation (meaningful for a
     model trained with RECIPES["bias"]; an unbiased model should show gaps near 0).
     only: some of the keys (e.g. ("2_counting", "2_spatial")): run just those probes; default every one.
+    progress: a bar over the probes (minutes at FULL_SIZES on a CPU), as `miniclip probe` shows.
     """
     model.eval()
     sizes = {**FULL_SIZES, **sizes}
@@ -122,7 +125,9 @@ def run_probes(model, tokenizer, sizes: dict = FULL_SIZES, seed: int = 0, histor
         "8_bias": lambda: bias(model, tokenizer, seed=seed, **sizes["bias"]),
         "9_few_shot": lambda: few_shot(model, tokenizer, seed=seed, **sizes["few_shot"]),
     }
-    results = {key: measure[key]() for key in wanted if key != "7_eval_set_choice"}
+    with tqdm([key for key in wanted if key != "7_eval_set_choice"], desc="probes", disable=not progress,
+              leave=False) as keys:  # closed (and cleared) before an error is printed
+        results = {key: measure[key]() for key in keys}
     if "7_eval_set_choice" in wanted:
         results["7_eval_set_choice"] = eval_set_scores(results)
     return {key: results[key] for key in wanted}
