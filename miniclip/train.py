@@ -12,6 +12,7 @@ or from a shell: `miniclip train --preset shapes-tiny --data shapes --out runs/t
     metrics.jsonl                                    one JSON object per logged step and per evaluation
     .miniclip.lock                                   only while a process trains there: one trainer per folder
 
+(miniclip.run_folder: when a folder holds a finished run, and which folders --overwrite may empty.)
 train() draws nothing: plot result.history (miniclip.course.figures.plot_history) where you want the figure.
 """
 from __future__ import annotations
