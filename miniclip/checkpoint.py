@@ -181,6 +181,7 @@ def follow_writer(directory, steps: int, progress: bool = True, poll_s: float = 
             time.sleep(poll_s)
             bar.update(max(0, steps_logged(directory) - bar.n))
 
+
 # ---------------------------------------------------------------------------------------------------- JSON lines
 
 def read_jsonl(path) -> list[dict]:

@@ -46,7 +46,7 @@ def load_pairs(spec: str, split: str = "train", *, image_size: int = 32, n: int 
                                 "build one with `miniclip prepare`")
     if splits := [s for s in SPLIT_SEED_OFFSET if (root / s / "manifest.json").is_file()]:
         raise FileNotFoundError(f"{root} holds the splits {splits} but no {split}: build it with `miniclip prepare "
-                                f"coco ... --split {split} --out {root / split}` (training evaluates on val)")
+                                f"coco ... --split {split} --out {root / split}`")
     if (root / "run.json").is_file() or (root / "model.safetensors").is_file():
         raise FileNotFoundError(f"data {spec!r} is a run folder (a trained model), not data: pass 'shapes' or a cache "
                                 "that `miniclip prepare` built")
