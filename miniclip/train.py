@@ -166,10 +166,16 @@ def train(cfg: TrainConfig | None = None, *, out=None, resume: bool = False, ove
         raise ValueError(f"--batch-size {cfg.batch_size} must be divisible by the number of processes ({world})")
     device = process_device(cfg.device, world)
     out, main_process = (Path(out) if out is not None else None), rank == 0
+    made = out is not None and main_process and not out.exists()
     if out is not None and main_process:
         check_run_dir(cfg, out, resume, overwrite)
-    with run_lock(out) if out is not None and main_process else contextlib.nullcontext():  # one trainer per folder
-        return _train(cfg, out, resume, progress, eval_fn, device, rank, world)
+    try:
+        with run_lock(out) if out is not None and main_process else contextlib.nullcontext():  # one trainer per folder
+            return _train(cfg, out, resume, progress, eval_fn, device, rank, world)
+    except BaseException:
+        if made and out.is_dir() and not any(out.iterdir()):  # refused before it wrote anything: leave no trace
+            out.rmdir()
+        raise
 
 
 def _train(cfg: TrainConfig, out: Path | None, resume: bool, progress: bool, eval_fn, device, rank: int,

@@ -57,6 +57,8 @@ def test_data_of_another_image_size_is_refused_before_the_old_run_is_replaced(tm
                       "--steps", 2, "--batch-size", 8)
     assert status == 2 and len(err.splitlines()) == 1 and "64 px" in err and "--size 32" in err
     assert {p.name: p.read_bytes() for p in (tmp_path / "run").iterdir()} == files  # --overwrite waited for the data
+    status, err = cli(capsys, "train", "--data", tmp_path / "c64", "--out", tmp_path / "new", "--steps", 2)
+    assert status == 2 and not (tmp_path / "new").exists()  # a refused new run leaves no empty folder behind
 
 
 def test_too_few_images_for_a_batch_names_the_flags(tmp_path, capsys):
