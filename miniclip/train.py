@@ -190,8 +190,8 @@ def _train(cfg: TrainConfig, out: Path | None, resume: bool, progress: bool, eva
     data = load_pairs(cfg.data, "train", image_size=model_cfg.image_size, n=cfg.num_images or None, seed=cfg.seed,
                       **cfg.world_options())
     _check_data(cfg, data, model_cfg.image_size)
-    if eval_fn is None and cfg.data != "shapes":
-        load_pairs(cfg.data, "val")  # the evaluations' held-out images: when missing, say so now, not after training
+    # a cache's held-out images, read once for every evaluation: when missing, said now, not after training
+    held_out = load_pairs(cfg.data, "val") if eval_fn is None and cfg.data != "shapes" else cfg.data
     if out is not None and main_process:
         prepare_run_dir(out, resume)
     if resume:
@@ -215,7 +215,7 @@ def _train(cfg: TrainConfig, out: Path | None, resume: bool, progress: bool, eva
     if world > 1:
         net = nn.parallel.DistributedDataParallel(net, device_ids=[device.index] if device.type == "cuda" else None)
     net = torch.compile(net) if cfg.compile else net
-    eval_fn = eval_fn or (lambda m, t: evaluate_suite(m, t, cfg.data, device=device, seed=cfg.seed,
+    eval_fn = eval_fn or (lambda m, t: evaluate_suite(m, t, held_out, device=device, seed=cfg.seed,
                                                       num_images=cfg.eval_images,
                                                       zeroshot_per_class=cfg.eval_per_class))
     log = MetricsLog(out / METRICS_FILE if out is not None and main_process else None, history)

@@ -159,4 +159,3 @@ def main_run(lesson: Lesson, progress: bool = True) -> TrainResult:
     result = load_or_train(cfg, out=out, progress=progress)
     result.model.to(lesson.device).eval()
     return result
-

@@ -84,10 +84,10 @@ def _image_payload(value):
     return value  # already a PIL image (a dataset without an Image feature)
 
 
-def _open_stream(dataset: str, data_files, hf_split: str, wanted: str | None = None):
+def _open_stream(dataset: str, data_files, hf_split: str, split: str, named: bool):
     """load_dataset(..., streaming=True), falling back to the only split when the expected one is absent: one
-    repository per split names it as it likes. Unless that only split is another of COCO's (a dataset of training
-    images read as `wanted`, the Hub's name of the split asked for, would leak them into the evaluation)."""
+    repository per split names it as it likes. Unless the files name their splits (`named`) and that only split is
+    another of COCO's than `split`: its training images read as the test split would leak into the evaluation."""
     import datasets  # here, not at the top: slow to import (~1 s) and only the Hub source needs it
 
     try:
@@ -96,8 +96,7 @@ def _open_stream(dataset: str, data_files, hf_split: str, wanted: str | None = N
         if "split" not in str(err).lower():
             raise
         names = datasets.get_dataset_split_names(dataset, data_files=data_files)
-        if len(names) != 1 or (wanted and names[0] != wanted and names[0] in HF_SPLIT_NAMES.values()):
-            split = {v: k for k, v in HF_SPLIT_NAMES.items()}.get(wanted, wanted)
+        if len(names) != 1 or (named and names[0] != HF_SPLIT_NAMES[split] and names[0] in HF_SPLIT_NAMES.values()):
             raise ValueError(f"hf source {dataset!r} has the splits {names}, not {hf_split!r}: read it with the "
                              f"--split it holds, or point --hf-dataset (or --hf-data-files) at the {split} split's "
                              "files") from err
@@ -122,7 +121,7 @@ def hf_records(split: str = "train", dataset: str | None = None, *, data_files=N
         hf_split = "train" if data_files is not None or dataset is None else HF_SPLIT_NAMES[split]
     named = dataset is not None and data_files is None  # a repository or folder whose file names name its splits
     try:
-        stream = _open_stream(path, data_files, hf_split, wanted=HF_SPLIT_NAMES[split] if named else None)
+        stream = _open_stream(path, data_files, hf_split, split, named)
     except ConnectionError as e:  # offline (HF_HUB_OFFLINE), or the Hub cannot be reached
         raise ConnectionError(f"{e}; --source hf streams COCO from the Hugging Face Hub: connect this machine, or "
                               "read local copies (--hf-dataset parquet --hf-data-files FILES, or --source coco / "
