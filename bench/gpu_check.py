@@ -1,22 +1,31 @@
-"""The GPU check: the GPU lesson's notebooks 04-08 on stand-ins, then training throughput, in one table.
+"""The GPU check: the GPU lesson's notebooks on stand-ins, training throughput and the T4's fp16 path, in one table.
 
-    python bench/gpu_check.py               # a GPU machine without internet; meant to finish in 8 minutes
-    python bench/gpu_check.py --cpu-smoke   # the same steps on a CPU, at the rehearsal's sizes (a few minutes)
+    python bench/gpu_check.py                  # a GPU machine without internet; meant to finish in 8 minutes
+    python bench/gpu_check.py --cpu-smoke      # the same steps on a CPU, at the rehearsal's sizes (a few minutes)
+    python bench/gpu_check.py --deadline 300   # stop what runs at 300 s; run it again to do what is left
 
+Steps, in this order (the most wanted first, since a lent GPU's minutes are few):
 1. `miniclip standins DIR`: local stand-ins of COCO, CIFAR-10 and OpenAI's CLIP, in their real formats.
-2. Notebooks 04-08 at MINICLIP_LESSON=gpu MINICLIP_STANDINS=DIR (--cpu-smoke: MINICLIP_LESSON=rehearsal), each
-   executed by `jupyter nbconvert --execute` with this Python, offline, and timed; 05-08 reuse the image cache
-   and the main run of 04 (one MINICLIP_RUNS folder for all five). While a notebook runs, nvidia-smi is asked
-   for the GPU's used memory twice a second: its peak (all processes, CUDA contexts included).
+2. Notebooks 04-07 at MINICLIP_LESSON=gpu MINICLIP_STANDINS=DIR (--cpu-smoke: MINICLIP_LESSON=rehearsal), each
+   executed by nbclient with this Python, offline, and timed; 05-07 reuse the image cache and the main run of 04
+   (one MINICLIP_RUNS folder for all). While a step runs, nvidia-smi is asked for the GPU's used memory twice a
+   second: its peak (all processes, CUDA contexts included).
 3. bench/gpu_throughput.py's measurement (synthetic data, the real loader and train step) of coco-small and
-   coco-base, with and without torch.compile; its peak is torch's largest allocation.
-The table gives, per step: seconds, pairs/s, MFU, peak GPU memory (GiB) and the precision that
-miniclip.device.precision chooses on the device. Everything goes under --out (default runs/gpu_check): the
-stand-ins, the runs, the executed notebooks, one log per step and table.txt.
+   coco-base; its peak is torch's largest allocation.
+4. The T4's path on this GPU: 300 steps of coco-small on notebook 04's cache with the compute capability reported
+   as 7.5, so that miniclip.device.precision picks fp16 with a GradScaler; its row fails if the loss is not finite
+   or does not fall.
+5. The throughput of step 3 under torch.compile.
+6. Notebook 08 (the probes' second half), last because it is the longest.
+Each step runs in a process of its own, stopped when --deadline passes. The table gives, per step: seconds,
+pairs/s, MFU, peak GPU memory (GiB), the precision and the status. Everything goes under --out (default runs/gpu_check): the stand-ins, the runs, the executed notebooks, one log per
+step, rows.jsonl and table.txt (rewritten after every step). A step whose row says ok is not run again,
+so a second run with the same --out does what the first left undone.
 """
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import os
 import shutil
@@ -25,16 +34,51 @@ import sys
 import time
 from pathlib import Path
 
+import psutil
 import torch
 
-import gpu_throughput  # bench/ is on sys.path: this script's own folder
 from miniclip.course.lesson import REHEARSAL_STANDIN_IMAGES
 from miniclip.device import precision
 
 ROOT = Path(__file__).resolve().parent.parent
-NOTEBOOKS = ["04_training_on_coco", "05_zero_shot_prompt_classifiers", "06_retrieval_and_embedding_space",
-             "07_failure_modes", "08_failure_modes_continued"]
 OFFLINE = {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "MPLBACKEND": "Agg"}
+NOTEBOOK = {"04": "04_training_on_coco", "05": "05_zero_shot_prompt_classifiers",
+            "06": "06_retrieval_and_embedding_space", "07": "07_failure_modes", "08": "08_failure_modes_continued"}
+# nbclient, not `jupyter nbconvert` (which a bare GPU image may lack): the executed notebook is written even when
+# a cell fails, so the log and the notebook both show where.
+EXECUTE = """import sys, nbformat, nbclient
+nb = nbformat.read(sys.argv[1], as_version=4)
+try:
+    nbclient.NotebookClient(nb, timeout=None, kernel_name="python3", resources={"metadata": {"path": sys.argv[3]}}).execute()
+finally:
+    nbformat.write(nb, sys.argv[2])
+"""
+# The T4's precision on this GPU: capability 7.5 makes precision() choose fp16, and train() its GradScaler.
+T4_PATH = """import json, math, sys, torch
+torch.cuda.get_device_capability = lambda *args, **kwargs: (7, 5)
+from miniclip.device import precision
+from miniclip.train import train
+assert precision(torch.device("cuda"))[1] == torch.float16, "capability 7.5 should give fp16"
+result = train(preset="coco-small", data=sys.argv[1], steps=300, warmup_steps=50, eval_every=100, eval_images=200,
+               checkpoint_every=0, out=sys.argv[2], overwrite=True, progress=False)
+losses = [row["loss"] for row in result.history if "loss" in row]
+speeds = [row["pairs_per_s"] for row in result.history if "pairs_per_s" in row][1:]  # the first includes start-up
+ok = all(map(math.isfinite, losses)) and losses[-1] < losses[0]
+print(json.dumps(dict(pairs_s=sum(speeds) / max(len(speeds), 1), precision="float16",
+                      status=f"{'ok' if ok else 'FAILED'}: loss {losses[0]:.2f} -> {losses[-1]:.2f}")))
+sys.exit(0 if ok else 1)
+"""
+# One throughput measurement (bench/gpu_throughput.py), its result as the last line.
+THROUGHPUT = """import argparse, json, sys, torch
+sys.path.insert(0, "bench")
+import gpu_throughput
+preset, compile, device, images, steps, warmup = sys.argv[1:]
+torch.backends.cuda.matmul.allow_tf32 = True
+args = argparse.Namespace(device=device, images=int(images), batch_size=None, steps=int(steps), warmup=int(warmup),
+                          peak_tflops=989.0)
+r = gpu_throughput.measure(preset, compile == "True", args)
+print(json.dumps({key: r[key] for key in ("pairs_s", "mfu", "peak_gb", "precision")}))
+"""
 
 
 def gpu_memory_gib() -> float:
@@ -46,85 +90,126 @@ def gpu_memory_gib() -> float:
     return float(out.stdout.strip()) / 1024 if out.returncode == 0 else float("nan")
 
 
-def run_timed(cmd: list[str], env: dict, log: Path) -> dict:
-    """Run `cmd`, its output into `log`: seconds, peak GPU memory (GiB, sampled) and whether it succeeded."""
-    start, peak = time.perf_counter(), float("nan")
+def run_timed(cmd: list[str], env: dict, log: Path, seconds_left: float) -> dict:
+    """Run `cmd`, its output into `log`, for at most `seconds_left`: seconds, peak GPU memory (GiB, sampled), status."""
+    start, peak, stopped = time.perf_counter(), float("nan"), False
     with open(log, "w") as out:
         proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT, cwd=ROOT)
         while proc.poll() is None:
             used = gpu_memory_gib()
             peak = used if math.isnan(peak) else max(peak, used)
+            if time.perf_counter() - start > seconds_left:
+                for child in psutil.Process(proc.pid).children(recursive=True):  # a notebook's kernel has its own
+                    child.kill()  # session (jupyter_client starts it so), so killing the process group would miss it
+                proc.kill()
+                proc.wait()
+                stopped = True
             time.sleep(0.5)
-    ok = proc.returncode == 0
-    return dict(seconds=time.perf_counter() - start, peak_gb=peak, status="ok" if ok else f"FAILED: see {log}")
+    status = "ok" if proc.returncode == 0 else "STOPPED at the deadline" if stopped else f"FAILED: see {log.name}"
+    return dict(seconds=time.perf_counter() - start, peak_gb=peak, status=status)
+
+
+def table(rows: list[dict], title: str) -> str:
+    """The rows as a fixed-width table."""
+    def cell(row, key, fmt, width):
+        value = row.get(key)
+        return format(value, f">{width}{fmt}") if value is not None and not math.isnan(value) else "-".rjust(width)
+
+    lines = [title, f"{'step':<34} {'seconds':>8} {'pairs/s':>9} {'MFU':>6} {'peak GiB':>9} {'precision':<9} status"]
+    lines += [f"{r['step']:<34} {cell(r, 'seconds', '.1f', 8)} {cell(r, 'pairs_s', '.0f', 9)} {cell(r, 'mfu', '.1%', 6)} "
+              f"{cell(r, 'peak_gb', '.2f', 9)} {r.get('precision', ''):<9} {r['status']}" for r in rows]
+    lines.append(f"{'total':<34} {sum(r['seconds'] for r in rows):8.1f}")
+    return "\n".join(lines) + "\n"
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cpu-smoke", action="store_true", help="the same steps on a CPU at the rehearsal's sizes")
     parser.add_argument("--out", type=Path, default=ROOT / "runs" / "gpu_check")
-    parser.add_argument("--throughput-images", type=int, default=20_000,
+    parser.add_argument("--deadline", type=float, default=480, help="seconds for all steps; what is left is skipped")
+    parser.add_argument("--throughput-images", type=int, default=8192,
                         help="synthetic images of the throughput runs (gpu_throughput.py's default: 118,287)")
     parser.add_argument("--no-compile", action="store_true", help="skip the torch.compile throughput runs")
     args = parser.parse_args()
-    smoke = args.cpu_smoke
+    smoke, start = args.cpu_smoke, time.perf_counter()
     if not smoke and not torch.cuda.is_available():
         raise SystemExit("gpu_check.py: no CUDA GPU here; on a CPU run `python bench/gpu_check.py --cpu-smoke`")
     out = args.out.resolve()
     (out / "logs").mkdir(parents=True, exist_ok=True)
-    rows = []
-
-    # 1. The stand-ins (reused when a finished folder with the same arguments is there).
-    standins = out / "standins"
-    images = ["--images", str(REHEARSAL_STANDIN_IMAGES)] if smoke else []
-    cmd = [sys.executable, "-m", "miniclip", "standins", str(standins), *images]
-    rows.append(dict(step="miniclip standins", **run_timed(cmd, {**os.environ, **OFFLINE}, out / "logs" / "standins.log")))
-
-    # 2. The notebooks, in order, sharing one runs folder. PATH starts with this Python's folder, so that the
-    # kernel's "python" (the python3 kernelspec) is this environment's.
-    env = {**os.environ, **OFFLINE, "MINICLIP_LESSON": "rehearsal" if smoke else "gpu",
-           "MINICLIP_STANDINS": str(standins), "MINICLIP_RUNS": str(out / "runs"),
-           "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])}
-    env.pop("MINICLIP_SMOKE", None)
-    for name in NOTEBOOKS:
-        cmd = [sys.executable, "-m", "jupyter", "nbconvert", "--to", "notebook", "--execute",
-               str(ROOT / "notebooks" / f"{name}.ipynb"), "--output-dir", str(out / "notebooks"),
-               "--ExecutePreprocessor.timeout=-1", "--ExecutePreprocessor.kernel_name=python3"]
-        rows.append(dict(step=f"notebook {name[:2]}", **run_timed(cmd, env, out / "logs" / f"{name[:2]}.log")))
-
-    # 3. Throughput, in this process: the same precision() as the notebooks' training.
     device = torch.device("cpu" if smoke else "cuda")
     dtype = str(precision(device)[1]).removeprefix("torch.")
-    for row in rows:
-        row["precision"] = dtype
-    bench = argparse.Namespace(device=device.type, images=512 if smoke else args.throughput_images, batch_size=None,
-                               steps=2 if smoke else 30, warmup=1 if smoke else 10, peak_tflops=989.0)
-    torch.backends.cuda.matmul.allow_tf32 = True
-    for preset in ["coco-small"] if smoke else ["coco-small", "coco-base"]:
-        for compile in [False] if smoke or args.no_compile else [False, True]:
-            step = f"throughput {preset}" + (" compiled" if compile else "")
-            start = time.perf_counter()
-            try:
-                r = gpu_throughput.measure(preset, compile, bench)
-                rows.append(dict(step=step, seconds=time.perf_counter() - start, pairs_s=r["pairs_s"], mfu=r["mfu"],
-                                 peak_gb=r["peak_gb"], precision=r["precision"], status="ok"))
-            except Exception as e:  # noqa: BLE001  one failed measurement must not hide the others
-                rows.append(dict(step=step, seconds=time.perf_counter() - start, precision=dtype,
-                                 status=f"FAILED: {type(e).__name__}: {e}"[:120]))
-
-    def cell(row, key, fmt, width):
-        value = row.get(key)
-        return format(value, f">{width}{fmt}") if value is not None and not math.isnan(value) else "-".rjust(width)
-
     name = torch.cuda.get_device_name(0) if device.type == "cuda" else "CPU"
-    lines = [f"gpu_check on {name} ({'--cpu-smoke, rehearsal sizes' if smoke else 'GPU lesson on stand-ins'})",
-             f"{'step':<30} {'seconds':>8} {'pairs/s':>9} {'MFU':>6} {'peak GiB':>9} {'precision':<10} status"]
-    lines += [f"{r['step']:<30} {cell(r, 'seconds', '.1f', 8)} {cell(r, 'pairs_s', '.0f', 9)} {cell(r, 'mfu', '.1%', 6)} "
-              f"{cell(r, 'peak_gb', '.2f', 9)} {r['precision']:<10} {r['status']}" for r in rows]
-    lines.append(f"{'total':<30} {sum(r['seconds'] for r in rows):8.1f}")
-    (out / "table.txt").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
-    return 0 if all(r["status"] == "ok" for r in rows) else 1
+    title = (f"gpu_check on {name} ({'--cpu-smoke, rehearsal sizes' if smoke else 'GPU lesson on stand-ins'}); "
+             f"torch {torch.__version__}")
+    done = {}  # step -> its row from an earlier run of this script on the same --out
+    if (out / "rows.jsonl").exists():
+        done = {r["step"]: r for r in map(json.loads, (out / "rows.jsonl").read_text().splitlines())}
+    rows = []
+
+    def record(row):
+        rows.append({"precision": dtype, **row})
+        with open(out / "rows.jsonl", "a") as f:
+            f.write(json.dumps(rows[-1]) + "\n")
+        (out / "table.txt").write_text(table(rows, title))
+        print(table(rows, title).splitlines()[-2], flush=True)
+
+    def left():
+        return args.deadline - (time.perf_counter() - start)
+
+    def step(name, cmd, env, **row):
+        if done.get(name, {}).get("status", "").startswith("ok"):
+            rows.append({**done[name], "status": "ok (an earlier run)"})
+        elif left() < 5:
+            record(dict(step=name, seconds=0.0, status="not run: no time left before --deadline"))
+        else:
+            log = out / "logs" / f"{name.split(' (')[0].replace(' ', '_')}.log"
+            row = dict(step=name, **row, **run_timed(cmd, env, log, left()))
+            lines = log.read_text().strip().splitlines()
+            if lines and lines[-1].startswith("{"):  # THROUGHPUT's or T4_PATH's result
+                row.update(json.loads(lines[-1]))
+            record(row)
+
+    standins = out / "standins"
+    env = {**os.environ, **OFFLINE, "MINICLIP_LESSON": "rehearsal" if smoke else "gpu",
+           "MINICLIP_STANDINS": str(standins), "MINICLIP_RUNS": str(out / "runs"),
+           "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
+           # the kernel's "python" (the python3 kernelspec) is this environment's
+           "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])}
+    env.pop("MINICLIP_SMOKE", None)
+    images = ["--images", str(REHEARSAL_STANDIN_IMAGES)] if smoke else []
+    step("miniclip standins", [sys.executable, "-m", "miniclip", "standins", str(standins), *images], env)
+
+    (out / "notebooks").mkdir(exist_ok=True)
+
+    def notebook(number):
+        path = ROOT / "notebooks" / f"{NOTEBOOK[number]}.ipynb"
+        cmd = [sys.executable, "-c", EXECUTE, str(path), str(out / "notebooks" / path.name), str(path.parent)]
+        step(f"notebook {number}", cmd, env)
+
+    for number in ["04", "05", "06", "07"]:
+        notebook(number)
+
+    # Throughput: gpu_throughput.measure in a process of its own, so that --deadline can stop a slow compile.
+    images, steps, warmup = (512, 2, 1) if smoke else (args.throughput_images, 30, 10)
+
+    def throughput(preset, compile):
+        name = f"throughput {preset}" + (" compiled" if compile else "")
+        step(name, [sys.executable, "-c", THROUGHPUT, preset, str(compile), device.type, str(images), str(steps),
+                    str(warmup)], env)
+
+    for preset in ["coco-small"] if smoke else ["coco-small", "coco-base"]:
+        throughput(preset, compile=False)
+    if not smoke:  # the fp16 path needs CUDA; on a CPU precision() is fp32 whatever the capability
+        from miniclip.course.lesson import pick_lesson
+        from miniclip.course.main_run import coco_cache_dir
+        os.environ.update(MINICLIP_RUNS=env["MINICLIP_RUNS"], MINICLIP_STANDINS=env["MINICLIP_STANDINS"])
+        cache = coco_cache_dir(pick_lesson("gpu"), "train")  # the one notebook 04 built
+        step("train 300 steps as a T4", [sys.executable, "-c", T4_PATH, str(cache), str(out / "t4-path")], env)
+    for preset in [] if smoke or args.no_compile else ["coco-small", "coco-base"]:
+        throughput(preset, compile=True)
+    notebook("08")
+    print(f"\n{table(rows, title)}")
+    return 0 if all(r["status"].startswith("ok") for r in rows) else 1
 
 
 if __name__ == "__main__":
