@@ -56,9 +56,12 @@ def _check_split(split):
         raise ValueError(f"split must be one of {SPLITS} (or None for all), got {split!r}")
 
 
-def _warn_size(source: str, split: str, count: int, known: dict, what: str) -> None:
-    """After reading a whole split: warn when its size differs from the known one."""
-    if split in known and count != known[split]:
+def _sized(records, limit: int | None, source: str, split: str | None, known: dict, what: str) -> Iterator[Record]:
+    """The first `limit` records; after a whole split (no limit), a warning when its size differs from the known one."""
+    count = 0
+    for count, record in enumerate(islice(records, limit), 1):
+        yield record
+    if limit is None and split in known and count != known[split]:
         warnings.warn(f"{source}: read {count:,} images for split {split!r}, but the {what} has {known[split]:,}. "
                       "The source may be incomplete or a different version; results will not be comparable "
                       "with published numbers.", stacklevel=1)
@@ -161,11 +164,7 @@ def _hf_rows_to_records(stream, layout: str, split: str, limit: int | None, sour
                    for row in stream)
     else:
         records = _caption_rows_to_records(stream, split)
-    count = 0
-    for count, record in enumerate(islice(records, limit), 1):
-        yield record
-    if limit is None:
-        _warn_size(source, split, count, KARPATHY_SIZES, "Karpathy split")
+    return _sized(records, limit, source, split, KARPATHY_SIZES, "Karpathy split")
 
 
 # ------------------------------------------------------------------------------------------
@@ -280,10 +279,11 @@ def official_records(annotations, images, split: str | None = None, limit: int |
         captions[int(ann["image_id"])].append(ann["caption"])
         usable.append(i)
     problems.report(source, todo, images=(data["images"], image_list), annotations=(data["annotations"], usable))
-    return _official_iter(image_list, captions, Path(images), split, limit, source)
+    records = _official_iter(image_list, captions, Path(images), split)
+    return _sized(records, limit, source, split, OFFICIAL_SIZES, "official 2017 split")
 
 
-def _official_iter(image_list, captions, images: Path, split, limit, source) -> Iterator[Record]:
+def _official_iter(image_list, captions, images: Path, split) -> Iterator[Record]:
     in_zip = images.suffix.lower() == ".zip"
     if in_zip:
         try:
@@ -292,12 +292,10 @@ def _official_iter(image_list, captions, images: Path, split, limit, source) -> 
         except zipfile.BadZipFile as e:
             raise ValueError(f"{images} is not a readable zip file ({e}): is the download complete? "
                              "(--images takes train2017.zip or the folder it unzips to)") from None
-    for im in islice(image_list, limit):
+    for im in image_list:
         name = im["file_name"]
         image = ZipMember(str(images), members.get(name, name)) if in_zip else str(images / name)
         yield Record(image, captions.get(int(im["id"]), []), split, int(im["id"]))
-    if limit is None:
-        _warn_size(source, split, len(image_list), OFFICIAL_SIZES, "official 2017 split")
 
 
 # ------------------------------------------------------------------------------------------
@@ -325,22 +323,19 @@ def karpathy_records(karpathy_json, images_root, split: str | None = "train", li
             problems.add("images", i, im, f"{dropped} sentences without 'raw' dropped", "filename")
         image_list.append({**im, "sentences": good})
     problems.report(source, todo, images=(data["images"], image_list))
-    return _karpathy_iter(image_list, Path(images_root), split, limit, source)
+    records = _karpathy_iter(image_list, Path(images_root), split)
+    return _sized(records, limit, source, split, KARPATHY_SIZES, "Karpathy split")
 
 
-def _karpathy_iter(image_list, root: Path, split, limit, source) -> Iterator[Record]:
-    def split_of(im):
-        return "train" if im["split"] == "restval" else im["split"]
-
-    wanted = (im for im in image_list if split is None or split_of(im) == split)
-    count = 0
-    for count, im in enumerate(islice(wanted, limit), 1):
+def _karpathy_iter(image_list, root: Path, split) -> Iterator[Record]:
+    for im in image_list:
+        im_split = "train" if im["split"] == "restval" else im["split"]
+        if split is not None and im_split != split:
+            continue
         path = root / im["filepath"] / im["filename"]
         if not path.exists() and (root / im["filename"]).exists():
             path = root / im["filename"]  # images copied into one folder
-        yield Record(str(path), [s["raw"] for s in im["sentences"]], split_of(im), int(im["cocoid"]))
-    if limit is None and split is not None:
-        _warn_size(source, split, count, KARPATHY_SIZES, "Karpathy split")
+        yield Record(str(path), [s["raw"] for s in im["sentences"]], im_split, int(im["cocoid"]))
 
 
 # ------------------------------------------------------------------------------------------
