@@ -359,8 +359,7 @@ def save_train_state(model: torch.nn.Module, optimizer: torch.optim.Optimizer, s
     state = optimizer.state_dict()
     tensors = {f"model.{k}": v for k, v in model.state_dict().items()}
     tensors |= {f"optimizer.{i}.{k}": v for i, s in state["state"].items() for k, v in s.items() if torch.is_tensor(v)}
-    groups = [{k: v for k, v in g.items() if k != "params"} | {"params": g["params"]} for g in state["param_groups"]]
-    save_tensors(tensors, path, metadata={"step": str(step), "param_groups": json.dumps(groups)})
+    save_tensors(tensors, path, metadata={"step": str(step), "param_groups": json.dumps(state["param_groups"])})
 
 
 def load_train_state(model: torch.nn.Module, optimizer: torch.optim.Optimizer, path, device: str = "cpu") -> int:
