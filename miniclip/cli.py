@@ -34,15 +34,10 @@ USER_ERRORS = (ValueError, OSError, FloatingPointError, IncompleteCacheError)  #
 
 
 def _train(args) -> int:
-    overrides = {k: v for k, v in dict(
-        preset=args.preset, data=args.data, steps=args.steps, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
-        hard_negatives=args.hard_negatives or None, word_fraction=args.word_fraction, num_images=args.num_images,
-        eval_every=args.eval_every, eval_images=args.eval_images, eval_per_class=args.eval_per_class,
-        checkpoint_every=args.checkpoint_every, compile=args.compile or None,
-        device=args.device, init_from=args.init_from,
-    ).items() if v is not None}
-    # --resume continues the run's own recipe (run.json), not the preset's: a flag given again changes it (train warns)
+    # the flags given, by their TrainConfig field: one left off (None, or False for a switch) keeps the recipe's value
     fields = {f.name for f in dataclasses.fields(TrainConfig)}
+    overrides = {k: v for k, v in vars(args).items() if k in fields and v is not None and v is not False}
+    # --resume continues the run's own recipe (run.json), not the preset's: a flag given again changes it (train warns)
     saved = {k: v for k, v in read_run_record(args.out).items() if k in fields} if args.resume else {}
     cfg = TrainConfig(**{**saved, **overrides}) if saved else \
         TrainConfig.for_preset(overrides.pop("preset", "shapes-tiny"), **overrides)  # checks every flag before any work
