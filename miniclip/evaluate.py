@@ -15,7 +15,7 @@ import torch
 
 from miniclip.data import PairedData, shapes
 from miniclip.data.sources import SPLIT_SEED_OFFSET, load_pairs
-from miniclip.encode import encode_images, encode_texts, inverse_temperature
+from miniclip.encode import check_finite, encode_images, encode_texts, inverse_temperature
 from miniclip.loss import clip_loss
 from miniclip.zeroshot import SHAPES_TEMPLATES, evaluate_zeroshot
 
@@ -43,10 +43,7 @@ def retrieval_metrics(similarity, caption_image, ks=(1, 5, 10), chunk: int = 102
     Image -> text: a hit when ANY of the image's captions is among the top k captions (images without captions
     are skipped). Text -> image: a hit when the caption's own image is among the top k images.
     """
-    sim = torch.as_tensor(similarity)
-    if not torch.isfinite(sim).all():  # NaN compares false with everything: it would rank first, a perfect recall
-        raise FloatingPointError("retrieval_metrics: the similarities hold NaN or infinite values, so the model's "
-                                 "weights or features are broken (a diverged run?); recall would be meaningless")
+    sim = check_finite(torch.as_tensor(similarity), "similarities")  # a NaN would rank first: a perfect recall
     caption_image = torch.as_tensor(np.asarray(caption_image), dtype=torch.long, device=sim.device)
     n_img, n_cap = sim.shape
     if caption_image.shape != (n_cap,):

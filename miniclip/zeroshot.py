@@ -107,10 +107,7 @@ def evaluate_zeroshot(model, tokenizer, images, labels, classnames: list[str],
     """
     classifier = zeroshot_classifier(model, tokenizer, classnames, templates, device=device)  # [D, K]
     features = encode_images(model, images, batch_size=batch_size, device=device)  # [N, D]
-    logits = (model.inverse_temperature().float() * features @ classifier.to(features.device)).cpu()  # [N, K]
-    if not torch.isfinite(logits).all():
-        raise FloatingPointError("evaluate_zeroshot: the logits hold NaN or infinite values, so the model's weights "
-                                 "are broken (a diverged run?); its accuracy would be meaningless")
+    logits = (inverse_temperature(model) * features @ classifier.to(features.device)).cpu()  # [N, K]
     labels = torch.as_tensor(labels).cpu().long()
     K = len(classnames)
     if len(labels) != len(logits):
