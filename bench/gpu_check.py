@@ -3,6 +3,7 @@
     python bench/gpu_check.py                  # a GPU machine without internet; meant to finish in 8 minutes
     python bench/gpu_check.py --cpu-smoke      # the same steps on a CPU, at the rehearsal's sizes (a few minutes)
     python bench/gpu_check.py --deadline 300   # stop what runs at 300 s; run it again to do what is left
+    python bench/gpu_check.py --only "notebook 08" throughput   # the steps whose names start so (the rest: not run)
 
 Steps, in this order (the most wanted first, since a lent GPU's minutes are few):
 1. `miniclip standins DIR`: local stand-ins of COCO, CIFAR-10 and OpenAI's CLIP, in their real formats.
@@ -130,6 +131,8 @@ def main() -> int:
     parser.add_argument("--throughput-images", type=int, default=8192,
                         help="synthetic images of the throughput runs (gpu_throughput.py's default: 118,287)")
     parser.add_argument("--no-compile", action="store_true", help="skip the torch.compile throughput runs")
+    parser.add_argument("--only", nargs="+", metavar="PREFIX",
+                        help="run only the steps whose names start with one of these (see the table's first column)")
     args = parser.parse_args()
     smoke, start = args.cpu_smoke, time.perf_counter()
     if not smoke and not torch.cuda.is_available():
@@ -157,6 +160,8 @@ def main() -> int:
         return args.deadline - (time.perf_counter() - start)
 
     def step(name, cmd, env, **row):
+        if args.only and not name.startswith(tuple(args.only)):
+            return
         if done.get(name, {}).get("status", "").startswith("ok"):
             rows.append({**done[name], "status": "ok (an earlier run)"})
         elif left() < 5:
