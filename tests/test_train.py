@@ -4,6 +4,7 @@ import math
 import os
 import shutil
 import socket
+import warnings
 
 import pytest
 import torch
@@ -84,6 +85,18 @@ def test_resume_reaches_the_same_weights_bit_for_bit(tmp_path):
     for (name, a), (_, b) in zip(full.model.state_dict().items(), resumed.model.state_dict().items()):
         assert torch.equal(a, b), name
     assert [r["loss"] for r in full.history if "loss" in r] == [r["loss"] for r in resumed.history if "loss" in r]
+
+
+def test_resuming_a_finished_run_says_that_nothing_is_trained(tmp_path):
+    first = train(TrainConfig(**SMALL), out=tmp_path, progress=False, eval_fn=no_eval)
+    with pytest.warns(UserWarning, match="already finished.*nothing is trained.*--steps"):
+        again = train(TrainConfig(**SMALL), out=tmp_path, progress=False, eval_fn=no_eval, resume=True)
+    assert again.history == first.history
+    with warnings.catch_warnings():  # more steps: it trains on, and says nothing of the kind
+        warnings.filterwarnings("error", message=".*already finished")
+        longer = train(TrainConfig(**{**SMALL, "steps": 14}), out=tmp_path, progress=False, eval_fn=no_eval,
+                       resume=True)
+    assert longer.history[-1]["step"] == 14
 
 
 def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path):
