@@ -163,7 +163,20 @@ def lock_holder(directory, activity: str = METRICS_FILE) -> dict | None:
         return None
     except PermissionError:  # it exists, run by another user
         pass
-    return holder
+    # a process that started after the lock was written cannot have written it: the pid was reused (a restarted
+    # machine or container numbers its processes again); a minute's margin for clock adjustments since boot
+    return None if _started_at(int(holder["pid"])) > written + 60 else holder
+
+
+def _started_at(pid: int) -> float:
+    """When process `pid` started (epoch seconds, from Linux's /proc), or -inf where that cannot be read."""
+    try:
+        boot = next(float(line.split()[1]) for line in Path("/proc/stat").read_text().splitlines()
+                    if line.startswith("btime"))
+        ticks = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19])  # field 22: starttime
+        return boot + ticks / os.sysconf("SC_CLK_TCK")
+    except (OSError, StopIteration, ValueError, IndexError):
+        return -math.inf
 
 
 def follow_writer(directory, steps: int, progress: bool = True, poll_s: float = 2.0) -> None:

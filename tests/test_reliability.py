@@ -13,7 +13,7 @@ import torch
 import miniclip
 from miniclip import probes
 from miniclip.__main__ import main
-from miniclip.checkpoint import RunInProgressError, atomic_write_text, read_jsonl, save, write_jsonl
+from miniclip.checkpoint import RunInProgressError, atomic_write_text, lock_holder, read_jsonl, save, write_jsonl
 from miniclip.config import TrainConfig
 from miniclip.data.sources import load_pairs
 from miniclip.evaluate import evaluate_suite, retrieval_metrics
@@ -459,6 +459,22 @@ def test_a_second_trainer_into_a_run_being_trained_is_refused_and_changes_nothin
         other.wait()
     after = {p.name: p.read_bytes() for p in (tmp_path / "run").iterdir() if p.name != ".miniclip.lock"}
     assert after == before
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/stat"), reason="process start times are read from Linux's /proc")
+def test_a_lock_whose_pid_was_reused_by_a_later_process_is_stale(tmp_path):
+    """A restarted machine or container numbers its processes again: the pid in an old lock may name a live process
+    that never trained there. A process started after the lock was written cannot hold it."""
+    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        _lock(tmp_path / "run", other.pid)
+        assert lock_holder(tmp_path / "run")["pid"] == other.pid  # written after it started: it may hold it
+        an_hour_ago = time.time() - 3600
+        os.utime(tmp_path / "run" / ".miniclip.lock", (an_hour_ago, an_hour_ago))
+        assert lock_holder(tmp_path / "run") is None  # written an hour before that process started
+    finally:
+        other.kill()
+        other.wait()
 
 
 def test_a_lock_left_by_a_dead_process_is_taken_over_and_released(tmp_path):
