@@ -2,8 +2,8 @@
 
     python bench/gpu_check.py                  # a GPU machine without internet (H200: 12 minutes and more; below)
     python bench/gpu_check.py --cpu-smoke      # the same steps on a CPU, at the rehearsal's sizes (a few minutes)
-    python bench/gpu_check.py --deadline 300   # stop what runs at 300 s; run it again to do what is left
-    python bench/gpu_check.py --only "notebook 08" throughput   # the steps whose names start so (the rest: not run)
+    python bench/gpu_check.py --deadline 480   # stop what runs at 480 s; run it again to do what is left
+    python bench/gpu_check.py --only "miniclip standins" "notebook 04" "notebook 08"   # these steps only
 
 Steps, in this order (the most wanted first, since a lent GPU's minutes are few):
 1. `miniclip standins DIR`: local stand-ins of COCO, CIFAR-10 and OpenAI's CLIP, in their real formats.
@@ -23,8 +23,10 @@ pairs/s, MFU, peak GPU memory (GiB), the precision and the status.
 On an H200 (bench/gpu_check_h200.txt) steps 1-5 took 575 s, lesson 4's 5,000 training steps 165 s of them, and
 notebook 08 had not finished after 124 s more; --deadline and --only fit a run to the minutes lent. Everything goes
 under --out (default runs/gpu_check): the stand-ins, the runs, the executed notebooks, one log per
-step, rows.jsonl and table.txt (rewritten after every step). A step whose row says ok is not run again,
-so a second run with the same --out does what the first left undone.
+step, rows.jsonl and table.txt (rewritten after every step). A step whose row says ok, in the same mode (GPU or
+--cpu-smoke, the same --throughput-images), is not run again, so a second run with the same --out does what the
+first left undone; a fresh --out runs everything. Notebooks 05-08 and the T4 step need notebook 04's cache and main
+run, and every notebook the stand-ins: --only a later step on a fresh --out fails without them.
 """
 from __future__ import annotations
 
@@ -38,9 +40,10 @@ import sys
 import time
 from pathlib import Path
 
-import psutil
+import psutil  # comes with ipykernel, which executing the notebooks needs anyway
 import torch
 
+from miniclip.checkpoint import read_jsonl
 from miniclip.course.lesson import REHEARSAL_STANDIN_IMAGES
 from miniclip.device import precision
 
@@ -89,9 +92,28 @@ def gpu_memory_gib() -> float:
     """Memory in use on GPU 0 (GiB, every process), from nvidia-smi; NaN without it."""
     if shutil.which("nvidia-smi") is None:
         return float("nan")
-    out = subprocess.run(["nvidia-smi", "--query-gpu=memory.used", "--format=csv,noheader,nounits", "-i", "0"],
-                         capture_output=True, text=True)
-    return float(out.stdout.strip()) / 1024 if out.returncode == 0 else float("nan")
+    try:
+        out = subprocess.run(["nvidia-smi", "--query-gpu=memory.used", "--format=csv,noheader,nounits", "-i", "0"],
+                             capture_output=True, text=True, timeout=5)  # a hung nvidia-smi must not stop the clock
+        return float(out.stdout.strip()) / 1024 if out.returncode == 0 else float("nan")
+    except (subprocess.TimeoutExpired, ValueError):
+        return float("nan")
+
+
+def kill_tree(pid: int) -> None:
+    """Kill process `pid` and everything it started. A notebook's kernel runs in a session of its own (jupyter_client
+    starts it so), so killing the process group would miss it; a process that exits meanwhile is skipped."""
+    try:
+        parent = psutil.Process(pid)
+        family = [parent, *parent.children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return
+    for process in family:
+        try:
+            process.kill()
+        except psutil.NoSuchProcess:
+            pass
+    psutil.wait_procs(family[1:], timeout=10)  # not the parent: its caller waits for it (and reads its status)
 
 
 def run_timed(cmd: list[str], env: dict, log: Path, seconds_left: float) -> dict:
@@ -103,9 +125,7 @@ def run_timed(cmd: list[str], env: dict, log: Path, seconds_left: float) -> dict
             used = gpu_memory_gib()
             peak = used if math.isnan(peak) else max(peak, used)
             if time.perf_counter() - start > seconds_left:
-                for child in psutil.Process(proc.pid).children(recursive=True):  # a notebook's kernel has its own
-                    child.kill()  # session (jupyter_client starts it so), so killing the process group would miss it
-                proc.kill()
+                kill_tree(proc.pid)
                 proc.wait()
                 stopped = True
             time.sleep(0.5)
@@ -126,11 +146,26 @@ def table(rows: list[dict], title: str) -> str:
     return "\n".join(lines) + "\n"
 
 
+def step_names(smoke: bool, no_compile: bool) -> list[str]:
+    """The steps of a run, in order (the table's first column)."""
+    presets = ["coco-small"] if smoke else ["coco-small", "coco-base"]
+    return (["miniclip standins"] + [f"notebook {n}" for n in ("04", "05", "06", "07")]
+            + [f"throughput {p}" for p in presets] + ([] if smoke else ["train 300 steps as a T4"])
+            + ([] if smoke or no_compile else [f"throughput {p} compiled" for p in presets]) + ["notebook 08"])
+
+
+def earlier_result(rows: list[dict], step: str, mode: str) -> dict | None:
+    """The last row of `step` that passed in `mode` among an earlier run's rows, or None: run it (again)."""
+    passed = [r for r in rows if r.get("step") == step and r.get("mode") == mode and r["status"].startswith("ok")]
+    return passed[-1] if passed else None
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cpu-smoke", action="store_true", help="the same steps on a CPU at the rehearsal's sizes")
-    parser.add_argument("--out", type=Path, default=ROOT / "runs" / "gpu_check")
-    parser.add_argument("--deadline", type=float, default=480, help="seconds for all steps; what is left is skipped")
+    parser.add_argument("--out", type=Path, help="default: runs/gpu_check (--cpu-smoke: runs/gpu_check_cpu_smoke)")
+    parser.add_argument("--deadline", type=float, default=math.inf,
+                        help="seconds for all steps (default: no limit); what runs then is stopped, the rest skipped")
     parser.add_argument("--throughput-images", type=int, default=8192,
                         help="synthetic images of the throughput runs (gpu_throughput.py's default: 118,287)")
     parser.add_argument("--no-compile", action="store_true", help="skip the torch.compile throughput runs")
@@ -140,20 +175,22 @@ def main() -> int:
     smoke, start = args.cpu_smoke, time.perf_counter()
     if not smoke and not torch.cuda.is_available():
         raise SystemExit("gpu_check.py: no CUDA GPU here; on a CPU run `python bench/gpu_check.py --cpu-smoke`")
-    out = args.out.resolve()
+    names = step_names(smoke, args.no_compile)
+    if unknown := [p for p in args.only or [] if not any(n.startswith(p) for n in names)]:
+        raise SystemExit(f"gpu_check.py: --only {' '.join(map(repr, unknown))} names no step; the steps: {names}")
+    out = (args.out or ROOT / "runs" / ("gpu_check_cpu_smoke" if smoke else "gpu_check")).resolve()
     (out / "logs").mkdir(parents=True, exist_ok=True)
     device = torch.device("cpu" if smoke else "cuda")
     dtype = str(precision(device)[1]).removeprefix("torch.")
     name = torch.cuda.get_device_name(0) if device.type == "cuda" else "CPU"
     title = (f"gpu_check on {name} ({'--cpu-smoke, rehearsal sizes' if smoke else 'GPU lesson on stand-ins'}); "
              f"torch {torch.__version__}")
-    done = {}  # step -> its row from an earlier run of this script on the same --out
-    if (out / "rows.jsonl").exists():
-        done = {r["step"]: r for r in map(json.loads, (out / "rows.jsonl").read_text().splitlines())}
+    mode = f"{'cpu-smoke' if smoke else 'gpu'}, throughput images {args.throughput_images}"
+    done = read_jsonl(out / "rows.jsonl")  # earlier runs of this script on the same --out (a torn last line: dropped)
     rows = []
 
     def record(row):
-        rows.append({"precision": dtype, **row})
+        rows.append({"precision": dtype, "mode": mode, **row})
         with open(out / "rows.jsonl", "a") as f:
             f.write(json.dumps(rows[-1]) + "\n")
         (out / "table.txt").write_text(table(rows, title))
@@ -165,8 +202,8 @@ def main() -> int:
     def step(name, cmd, env, **row):
         if args.only and not name.startswith(tuple(args.only)):
             return
-        if done.get(name, {}).get("status", "").startswith("ok"):
-            rows.append({**done[name], "status": "ok (an earlier run)"})
+        if earlier := earlier_result(done, name, mode):
+            rows.append({**earlier, "status": "ok (an earlier run)"})
         elif left() < 5:
             record(dict(step=name, seconds=0.0, status="not run: no time left before --deadline"))
         else:

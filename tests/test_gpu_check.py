@@ -1,4 +1,5 @@
 """bench/gpu_check.py's step runner: a step past --deadline is stopped with every process it started."""
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -41,3 +42,28 @@ def test_the_table_shows_a_missing_number_as_a_dash():
     assert lines[2].split()[:3] == ["notebook", "04", "12.5"] and lines[2].split()[3:6] == ["-", "-", "-"]
     assert "9140" in lines[3] and "2.7%" in lines[3]
     assert lines[-1].split() == ["total", "13.5"]
+
+
+def test_an_earlier_result_is_reused_only_when_it_passed_in_the_same_mode():
+    rows = [dict(step="notebook 04", mode="cpu-smoke, throughput images 8192", status="ok", seconds=30.0),
+            dict(step="notebook 05", mode="gpu, throughput images 8192", status="FAILED: see notebook_05.log"),
+            dict(step="notebook 06", mode="gpu, throughput images 8192", status="ok: loss 4.38 -> 1.58", seconds=9.0)]
+    gpu = "gpu, throughput images 8192"
+    assert gpu_check.earlier_result(rows, "notebook 04", gpu) is None  # a CPU rehearsal's row is no GPU result
+    assert gpu_check.earlier_result(rows, "notebook 05", gpu) is None  # failed: run it again
+    assert gpu_check.earlier_result(rows, "notebook 06", gpu)["seconds"] == 9.0
+    assert gpu_check.earlier_result(rows, "notebook 06", "gpu, throughput images 512") is None
+
+
+def test_the_steps_of_a_run_in_order():
+    gpu = gpu_check.step_names(smoke=False, no_compile=False)
+    assert gpu[0] == "miniclip standins" and gpu[-1] == "notebook 08" and gpu.index("notebook 04") == 1
+    assert gpu.index("train 300 steps as a T4") < gpu.index("throughput coco-small compiled")
+    smoke = gpu_check.step_names(smoke=True, no_compile=False)
+    assert "train 300 steps as a T4" not in smoke and not any("compiled" in n for n in smoke)
+
+
+def test_killing_a_process_that_is_gone_is_no_error():
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    gpu_check.kill_tree(gone.pid)  # raised psutil.NoSuchProcess before
