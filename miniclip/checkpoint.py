@@ -117,7 +117,8 @@ def run_lock(directory, activity: str = METRICS_FILE, doing: str = "trained"):
     first's. A lock left by a process that died (killed, a restarted kernel) on this machine is taken over, and so
     is one of another machine (a Colab runtime that disconnected, its run on Google Drive) once neither the lock nor
     the file `activity` (the run's log, a build's progress.json: written every few seconds) changed for LOCK_STALE_S."""
-    path, me = Path(directory) / LOCK_FILE, {"pid": os.getpid(), "host": socket.gethostname()}
+    path = Path(directory) / LOCK_FILE
+    me = {"pid": os.getpid(), "host": socket.gethostname(), "start": process_start(os.getpid())}
     while True:
         try:
             fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
@@ -163,20 +164,21 @@ def lock_holder(directory, activity: str = METRICS_FILE) -> dict | None:
         return None
     except PermissionError:  # it exists, run by another user
         pass
-    # a process that started after the lock was written cannot have written it: the pid was reused (a restarted
-    # machine or container numbers its processes again); a minute's margin for clock adjustments since boot
-    return None if _started_at(int(holder["pid"])) > written + 60 else holder
+    now = process_start(int(holder["pid"]))
+    if holder.get("start") and now and now != holder["start"]:  # the pid names another process than the lock's:
+        return None  # a restarted machine or container numbers its processes again
+    return holder
 
 
-def _started_at(pid: int) -> float:
-    """When process `pid` started (epoch seconds, from Linux's /proc), or -inf where that cannot be read."""
+def process_start(pid: int) -> str | None:
+    """Which process `pid` is: "<boot id>/<start, in clock ticks since boot>" from Linux's /proc (None elsewhere).
+    A pid used again, after a reboot or by a later process, gives another value; no clock is involved."""
     try:
-        boot = next(float(line.split()[1]) for line in Path("/proc/stat").read_text().splitlines()
-                    if line.startswith("btime"))
-        ticks = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19])  # field 22: starttime
-        return boot + ticks / os.sysconf("SC_CLK_TCK")
-    except (OSError, StopIteration, ValueError, IndexError):
-        return -math.inf
+        boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+        ticks = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]  # field 22: starttime
+    except (OSError, IndexError):
+        return None
+    return f"{boot}/{ticks}"
 
 
 def follow_writer(directory, steps: int, progress: bool = True, poll_s: float = 2.0) -> None:

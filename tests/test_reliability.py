@@ -13,7 +13,8 @@ import torch
 import miniclip
 from miniclip import probes
 from miniclip.__main__ import main
-from miniclip.checkpoint import RunInProgressError, atomic_write_text, lock_holder, read_jsonl, save, write_jsonl
+from miniclip.checkpoint import (RunInProgressError, atomic_write_text, lock_holder, process_start, read_jsonl,
+                                 save, write_jsonl)
 from miniclip.config import TrainConfig
 from miniclip.data.sources import load_pairs
 from miniclip.evaluate import evaluate_suite, retrieval_metrics
@@ -461,20 +462,30 @@ def test_a_second_trainer_into_a_run_being_trained_is_refused_and_changes_nothin
     assert after == before
 
 
-@pytest.mark.skipif(not os.path.exists("/proc/stat"), reason="process start times are read from Linux's /proc")
-def test_a_lock_whose_pid_was_reused_by_a_later_process_is_stale(tmp_path):
+@pytest.mark.skipif(process_start(os.getpid()) is None, reason="which process a pid names is read from Linux's /proc")
+def test_a_lock_whose_pid_now_names_another_process_is_stale(tmp_path):
     """A restarted machine or container numbers its processes again: the pid in an old lock may name a live process
-    that never trained there. A process started after the lock was written cannot hold it."""
+    that never trained there. The lock records which process it was (boot and start), and another one cannot hold it."""
     other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    lock = tmp_path / "run" / ".miniclip.lock"
     try:
-        _lock(tmp_path / "run", other.pid)
-        assert lock_holder(tmp_path / "run")["pid"] == other.pid  # written after it started: it may hold it
-        an_hour_ago = time.time() - 3600
-        os.utime(tmp_path / "run" / ".miniclip.lock", (an_hour_ago, an_hour_ago))
-        assert lock_holder(tmp_path / "run") is None  # written an hour before that process started
+        _lock(tmp_path / "run", other.pid)  # an older lock, without "start": the live pid holds it, as before
+        assert lock_holder(tmp_path / "run")["pid"] == other.pid
+        lock.write_text(json.dumps({"pid": other.pid, "host": socket.gethostname(), "start": process_start(other.pid)}))
+        assert lock_holder(tmp_path / "run")["pid"] == other.pid  # that very process
+        lock.write_text(json.dumps({"pid": other.pid, "host": socket.gethostname(), "start": "another-boot/123"}))
+        assert lock_holder(tmp_path / "run") is None  # the same pid, another process
     finally:
         other.kill()
         other.wait()
+    seen = []
+
+    def look(model, tokenizer):  # during training: the lock names this process and which one it is
+        seen.append(json.loads(lock.read_text()))
+        return {}
+
+    train(TrainConfig(**{**SMALL, "steps": 2}), out=tmp_path / "run", overwrite=True, eval_fn=look, progress=False)
+    assert seen == [{"pid": os.getpid(), "host": socket.gethostname(), "start": process_start(os.getpid())}]
 
 
 def test_a_lock_left_by_a_dead_process_is_taken_over_and_released(tmp_path):
