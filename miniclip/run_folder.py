@@ -91,9 +91,6 @@ def check_run_dir(cfg: TrainConfig, out: Path, resume: bool, overwrite: bool) ->
             if saved[name] != ours[name]:  # allowed (e.g. more steps), but never silently: one run, two recipes
                 warnings.warn(f"--resume with --{name.replace('_', '-')} {ours[name]} (the run in {out} was trained "
                               f"with {saved[name]})", stacklevel=3)
-        if run_is_finished(cfg, out):
-            warnings.warn(f"--resume: the run in {out} is already finished ({cfg.steps} steps, evaluated), so nothing "
-                          "is trained; give a larger --steps to train it further", stacklevel=3)
     elif holds_files(out) and not overwrite:
         raise FileExistsError(f"{out} is not empty: continue its run with --resume, replace it with --overwrite, "
                               "or choose another --out")

@@ -21,6 +21,7 @@ import contextlib
 import dataclasses
 import math
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -210,6 +211,12 @@ def _train(cfg: TrainConfig, out: Path | None, resume: bool, progress: bool, eva
     model = model.to(device)
     optimizer = make_optimizer(model, cfg)
     start = load_train_state(model, optimizer, out / TRAIN_STATE_FILE, device=str(device)) if resume else 0
+    if start > cfg.steps:  # run.json would say fewer steps than the weights have had
+        raise ValueError(f"--resume with --steps {cfg.steps}: the run in {out} is already at step {start}; give "
+                         f"--steps {start} or more")
+    if resume and start == cfg.steps and main_process:
+        warnings.warn(f"--resume: the run in {out} is already at its last step ({start}), so no step is trained; "
+                      "give a larger --steps to train it further")
     history = [r for r in read_jsonl(out / METRICS_FILE) if r.get("step", 0) <= start] if resume else []
     net = _Features(model)
     if world > 1:

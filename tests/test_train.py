@@ -1,3 +1,4 @@
+import argparse
 import dataclasses
 import json
 import math
@@ -89,11 +90,16 @@ def test_resume_reaches_the_same_weights_bit_for_bit(tmp_path):
 
 def test_resuming_a_finished_run_says_that_nothing_is_trained(tmp_path):
     first = train(TrainConfig(**SMALL), out=tmp_path, progress=False, eval_fn=no_eval)
-    with pytest.warns(UserWarning, match="already finished.*nothing is trained.*--steps"):
+    with pytest.warns(UserWarning, match="already at its last step.*no step is trained.*--steps"):
         again = train(TrainConfig(**SMALL), out=tmp_path, progress=False, eval_fn=no_eval, resume=True)
     assert again.history == first.history
+    with pytest.warns(UserWarning, match="already at its last step"):  # another flag changed: still said
+        train(TrainConfig(**{**SMALL, "lr": 1e-3}), out=tmp_path, progress=False, eval_fn=no_eval, resume=True)
+    with pytest.raises(ValueError, match="--steps 8: .* already at step 12; give --steps 12 or more"):
+        train(TrainConfig(**{**SMALL, "steps": 8}), out=tmp_path, progress=False, eval_fn=no_eval, resume=True)
+    assert json.loads((tmp_path / "run.json").read_text())["steps"] == 12  # and run.json still says so
     with warnings.catch_warnings():  # more steps: it trains on, and says nothing of the kind
-        warnings.filterwarnings("error", message=".*already finished")
+        warnings.filterwarnings("error", message=".*already at its last step")
         longer = train(TrainConfig(**{**SMALL, "steps": 14}), out=tmp_path, progress=False, eval_fn=no_eval,
                        resume=True)
     assert longer.history[-1]["step"] == 14
@@ -351,3 +357,13 @@ def test_init_from_a_damaged_run_names_the_flag(tmp_path):
     (base / "config.json").unlink()
     with pytest.raises(FileNotFoundError, match=r"^--init-from "):
         train(cfg, eval_fn=no_eval, progress=False)
+
+
+def test_every_flag_of_miniclip_train_reaches_the_config():
+    """cli builds train's overrides from the flags whose names are TrainConfig fields: a flag that is not (a renamed
+    field) would be dropped without a word, so every flag but the run folder's own must name one."""
+    from miniclip.cli import build_parser
+
+    subcommands = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    flags = {a.dest for a in subcommands.choices["train"]._actions} - {"help", "out", "resume", "overwrite"}
+    assert flags and flags <= {f.name for f in dataclasses.fields(TrainConfig)}
