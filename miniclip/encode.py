@@ -65,8 +65,8 @@ def check_finite(features: torch.Tensor, what: str) -> torch.Tensor:
     """features unchanged, or FloatingPointError when any is NaN or infinite: the model is broken (a diverged run),
     and every score made from such features (an argmax, a comparison, a rate) would be meaningless, not low."""
     if not torch.isfinite(features).all():
-        raise FloatingPointError(f"the model's {what} hold NaN or infinite values, so its weights are broken "
-                                 "(a diverged run?); nothing measured with them would mean anything")
+        raise FloatingPointError(f"NaN or infinite values in the {what}: the model's weights are broken (a diverged "
+                                 "run?), and nothing measured with them would mean anything")
     return features
 
 
