@@ -44,7 +44,8 @@ import psutil  # comes with ipykernel, which executing the notebooks needs anywa
 import torch
 
 from miniclip.checkpoint import read_jsonl
-from miniclip.course.lesson import REHEARSAL_STANDIN_IMAGES
+from miniclip.course.lesson import REHEARSAL_STANDIN_IMAGES, pick_lesson
+from miniclip.course.main_run import coco_cache_dir
 from miniclip.device import precision
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -199,21 +200,6 @@ def main() -> int:
     def left():
         return args.deadline - (time.perf_counter() - start)
 
-    def step(name, cmd, env, **row):
-        if args.only and not name.startswith(tuple(args.only)):
-            return
-        if earlier := earlier_result(done, name, mode):
-            rows.append({**earlier, "status": "ok (an earlier run)"})
-        elif left() < 5:
-            record(dict(step=name, seconds=0.0, status="not run: no time left before --deadline"))
-        else:
-            log = out / "logs" / f"{name.split(' (')[0].replace(' ', '_')}.log"
-            row = dict(step=name, **row, **run_timed(cmd, env, log, left()))
-            lines = log.read_text().strip().splitlines()
-            if lines and lines[-1].startswith("{"):  # THROUGHPUT's or T4_PATH's result
-                row.update(json.loads(lines[-1]))
-            record(row)
-
     standins = out / "standins"
     env = {**os.environ, **OFFLINE, "MINICLIP_LESSON": "rehearsal" if smoke else "gpu",
            "MINICLIP_STANDINS": str(standins), "MINICLIP_RUNS": str(out / "runs"),
@@ -221,38 +207,39 @@ def main() -> int:
            # the kernel's "python" (the python3 kernelspec) is this environment's
            "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])}
     env.pop("MINICLIP_SMOKE", None)
+
+    # Each step's command; step_names decides which run, and in which order.
     images = ["--images", str(REHEARSAL_STANDIN_IMAGES)] if smoke else []
-    step("miniclip standins", [sys.executable, "-m", "miniclip", "standins", str(standins), *images], env)
-
+    commands = {"miniclip standins": [sys.executable, "-m", "miniclip", "standins", str(standins), *images]}
     (out / "notebooks").mkdir(exist_ok=True)
+    for number, notebook in NOTEBOOK.items():
+        path = ROOT / "notebooks" / f"{notebook}.ipynb"
+        commands[f"notebook {number}"] = [sys.executable, "-c", EXECUTE, str(path), str(out / "notebooks" / path.name),
+                                          str(path.parent)]
+    # throughput: gpu_throughput.measure in a process of its own, so that --deadline can stop a slow compile
+    sizes = ["512", "2", "1"] if smoke else [str(args.throughput_images), "30", "10"]  # images, steps, warmup
+    for preset in ("coco-small", "coco-base"):
+        for compile in (False, True):
+            commands[f"throughput {preset}" + (" compiled" if compile else "")] = [
+                sys.executable, "-c", THROUGHPUT, preset, str(compile), device.type, *sizes]
+    os.environ.update(MINICLIP_RUNS=env["MINICLIP_RUNS"], MINICLIP_STANDINS=env["MINICLIP_STANDINS"])
+    cache = coco_cache_dir(pick_lesson("gpu"), "train")  # the one notebook 04 builds
+    commands["train 300 steps as a T4"] = [sys.executable, "-c", T4_PATH, str(cache), str(out / "t4-path")]
 
-    def notebook(number):
-        path = ROOT / "notebooks" / f"{NOTEBOOK[number]}.ipynb"
-        cmd = [sys.executable, "-c", EXECUTE, str(path), str(out / "notebooks" / path.name), str(path.parent)]
-        step(f"notebook {number}", cmd, env)
-
-    for number in ["04", "05", "06", "07"]:
-        notebook(number)
-
-    # Throughput: gpu_throughput.measure in a process of its own, so that --deadline can stop a slow compile.
-    images, steps, warmup = (512, 2, 1) if smoke else (args.throughput_images, 30, 10)
-
-    def throughput(preset, compile):
-        name = f"throughput {preset}" + (" compiled" if compile else "")
-        step(name, [sys.executable, "-c", THROUGHPUT, preset, str(compile), device.type, str(images), str(steps),
-                    str(warmup)], env)
-
-    for preset in ["coco-small"] if smoke else ["coco-small", "coco-base"]:
-        throughput(preset, compile=False)
-    if not smoke:  # the fp16 path needs CUDA; on a CPU precision() is fp32 whatever the capability
-        from miniclip.course.lesson import pick_lesson
-        from miniclip.course.main_run import coco_cache_dir
-        os.environ.update(MINICLIP_RUNS=env["MINICLIP_RUNS"], MINICLIP_STANDINS=env["MINICLIP_STANDINS"])
-        cache = coco_cache_dir(pick_lesson("gpu"), "train")  # the one notebook 04 built
-        step("train 300 steps as a T4", [sys.executable, "-c", T4_PATH, str(cache), str(out / "t4-path")], env)
-    for preset in [] if smoke or args.no_compile else ["coco-small", "coco-base"]:
-        throughput(preset, compile=True)
-    notebook("08")
+    for name in names:
+        if args.only and not name.startswith(tuple(args.only)):
+            continue
+        if earlier := earlier_result(done, name, mode):
+            rows.append({**earlier, "status": "ok (an earlier run)"})
+        elif left() < 5:
+            record(dict(step=name, seconds=0.0, status="not run: no time left before --deadline"))
+        else:
+            log = out / "logs" / f"{name.replace(' ', '_')}.log"
+            row = dict(step=name, **run_timed(commands[name], env, log, left()))
+            lines = log.read_text().strip().splitlines()
+            if lines and lines[-1].startswith("{"):  # THROUGHPUT's or T4_PATH's result
+                row.update(json.loads(lines[-1]))
+            record(row)
     print(f"\n{table(rows, title)}")
     return 0 if all(r["status"].startswith("ok") for r in rows) else 1
 
