@@ -117,9 +117,16 @@ def _upsample_matrix(coarse: int, image_size: int) -> np.ndarray:
     return w
 
 
+@lru_cache(maxsize=8)
+def _pixel_grid(s: int) -> tuple[np.ndarray, np.ndarray]:
+    """(row, column) of every pixel, int [s, s] each; made once per size (read-only: shared by every image)."""
+    yy, xx = np.mgrid[0:s, 0:s]
+    yy.flags.writeable = xx.flags.writeable = False
+    return yy, xx
+
+
 def _background(kind: str, s: int, rng: np.random.Generator) -> np.ndarray:
     """A background of the given kind: float32 [s, s, 3] in 0..255 (grey but for "tinted")."""
-    yy, xx = np.mgrid[0:s, 0:s]  # [s, s] each
     if kind == "plain":
         grey = np.full((s, s), rng.uniform(90, 160), dtype=np.float32)
     elif kind == "noise":
@@ -127,11 +134,13 @@ def _background(kind: str, s: int, rng: np.random.Generator) -> np.ndarray:
     elif kind == "gradient":
         g0, g1 = rng.uniform(70, 180, 2)
         a = rng.uniform(0, 2 * math.pi)
+        yy, xx = _pixel_grid(s)  # [s, s] each
         t = (math.cos(a) * (xx - s / 2) + math.sin(a) * (yy - s / 2)) / s + 0.5  # [s, s] ~ 0..1
         grey = (g0 + (g1 - g0) * t + rng.normal(0.0, 5.0, (s, s))).astype(np.float32)
     elif kind == "checker":
         g, contrast = rng.uniform(95, 155), rng.uniform(10, 25)
         cell = max(2, round(rng.uniform(3, 7) * s / 32))
+        yy, xx = _pixel_grid(s)  # [s, s] each
         sign = ((xx // cell + yy // cell) % 2) * 2 - 1  # [s, s] of -1/+1
         grey = (g + contrast * sign + rng.normal(0.0, 5.0, (s, s))).astype(np.float32)
     elif kind == "tinted":
