@@ -14,8 +14,9 @@ import shutil
 import warnings
 from pathlib import Path
 
-from miniclip.checkpoint import (CONFIG_FILE, LOCK_FILE, METRICS_FILE, MODEL_FILE, TMP_SUFFIX, TOKENIZER_FILE,
+from miniclip.checkpoint import (CONFIG_FILE, METRICS_FILE, MODEL_FILE, TMP_SUFFIX, TOKENIZER_FILE,
                                  TRAIN_STATE_FILE, read_jsonl, sweep_temporary_files, to_json, weights_digest)
+from miniclip.locks import LOCK_FILE
 from miniclip.config import TrainConfig
 
 RUN_FILE = "run.json"

@@ -30,14 +30,14 @@ import torch.nn as nn
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from miniclip.checkpoint import (METRICS_FILE, TOKENIZER_FILE, TRAIN_STATE_FILE, MetricsLog, atomic_write_json,
-                                 follow_writer, load, load_tokenizer, load_train_state, read_jsonl, run_lock, save,
-                                 save_train_state)
+from miniclip.checkpoint import (METRICS_FILE, TOKENIZER_FILE, TRAIN_STATE_FILE, MetricsLog, atomic_write_json, load,
+                                 load_config, load_tokenizer, load_train_state, read_jsonl, save, save_train_state)
 from miniclip.config import TrainConfig
 from miniclip.data.batches import Batches, hard_negative_tokens
 from miniclip.data.sources import load_pairs
 from miniclip.device import precision, process_device, seed_everything, start_processes
 from miniclip.evaluate import evaluate_suite
+from miniclip.locks import follow_writer, run_lock
 from miniclip.loss import distributed_clip_loss
 from miniclip.model import MiniCLIP
 from miniclip.run_folder import (RUN_FILE, check_run_dir, evaluated, holds_files, prepare_run_dir, run_is_finished,
@@ -199,7 +199,10 @@ def _train(cfg: TrainConfig, out: Path | None, resume: bool, progress: bool, eva
         tokenizer = load_tokenizer(out / TOKENIZER_FILE)
     else:
         tokenizer = base[1] if base else Tokenizer.train(data.captions, model_cfg.vocab_size, model_cfg.context_length)
-    model_cfg.vocab_size, model_cfg.eot_token_id = max(model_cfg.vocab_size, tokenizer.vocab_size), tokenizer.end_id
+    # the token table: a fine-tune's is its base's, a resumed run's its own, else the preset's (or the tokenizer's)
+    given = base[0].config if base else load_config(out) if resume else None
+    model_cfg.vocab_size = given.vocab_size if given else max(model_cfg.vocab_size, tokenizer.vocab_size)
+    model_cfg.eot_token_id = tokenizer.end_id
     tokens = tokenizer.encode(data.captions)  # [C, T], every caption once
     negatives = hard_negative_tokens(data.captions, tokenizer) if cfg.hard_negatives else None
     batches = Batches(data, tokens, cfg.batch_size, device=device, seed=cfg.seed, augment=cfg.augment)

@@ -13,11 +13,11 @@ import torch
 import miniclip
 from miniclip import probes
 from miniclip.__main__ import main
-from miniclip.checkpoint import (RunInProgressError, atomic_write_text, lock_holder, process_start, read_jsonl,
-                                 save, write_jsonl)
+from miniclip.checkpoint import atomic_write_text, read_jsonl, save, write_jsonl
 from miniclip.config import TrainConfig
 from miniclip.data.sources import load_pairs
 from miniclip.evaluate import evaluate_suite, retrieval_metrics
+from miniclip.locks import RunInProgressError, lock_holder, process_start
 from miniclip.train import load_or_train, train
 from miniclip.zeroshot import zeroshot_predict
 
@@ -512,7 +512,7 @@ def test_a_lock_left_by_a_dead_process_is_taken_over_and_released(tmp_path):
 def test_a_lock_of_another_machine_holds_while_its_run_logs_and_is_taken_over_when_it_stops(tmp_path):
     """A Colab runtime that disconnected leaves its lock on Drive; its pid cannot be asked from here, so the lock
     counts as held only while the run keeps writing (the lock or its log) within LOCK_STALE_S."""
-    from miniclip.checkpoint import LOCK_STALE_S
+    from miniclip.locks import LOCK_STALE_S
     run = tmp_path / "run"
     run.mkdir()
     (run / ".miniclip.lock").write_text(json.dumps({"pid": 1234, "host": "another-machine"}))
@@ -602,10 +602,10 @@ def test_a_run_killed_before_it_wrote_anything_but_its_lock_starts_again_without
 
 def test_follow_writer_waits_for_another_process_with_its_logged_steps(tmp_path, capsys):
     """Lesson 5 started while lesson 4 still trains the main run: it waits, with the other's steps as its bar."""
-    from miniclip.checkpoint import follow_writer
+    from miniclip.locks import follow_writer
     run = tmp_path / "main"
     run.mkdir()
-    script = ("import json, sys, time; from miniclip.checkpoint import run_lock\n"
+    script = ("import json, sys, time; from miniclip.locks import run_lock\n"
               f"with run_lock({str(run)!r}):\n"
               "    for step in (1, 2, 3):\n"
               f"        open({str(run / 'metrics.jsonl')!r}, 'a').write(json.dumps({{'step': step}}) + '\\n')\n"

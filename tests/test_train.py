@@ -367,3 +367,21 @@ def test_every_flag_of_miniclip_train_reaches_the_config():
     subcommands = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
     flags = {a.dest for a in subcommands.choices["train"]._actions} - {"help", "out", "resume", "overwrite"}
     assert flags and flags <= {f.name for f in dataclasses.fields(TrainConfig)}
+
+
+def test_a_fine_tune_keeps_its_bases_vocabulary_and_resumes(tmp_path):
+    """A base with a larger token table than the preset's (model_overrides) is fine-tuned with that table, and the
+    fine-tune resumes with it (it used to fail with torch's size mismatch)."""
+    quiet = dict(progress=False, eval_fn=lambda m, t: {})
+    base = train(TrainConfig.for_preset("shapes-tiny", steps=2, num_images=500, eval_every=0,
+                                        model_overrides={"vocab_size": 1024}), out=tmp_path / "base", **quiet)
+    assert base.model.config.vocab_size == 1024 > base.tokenizer.vocab_size
+    tuned_cfg = TrainConfig.for_preset("shapes-tiny", steps=2, num_images=500, eval_every=0, lr=1e-12,
+                                       warmup_steps=0, init_from=str(tmp_path / "base"))
+    tuned = train(tuned_cfg, out=tmp_path / "tuned", **quiet)
+    assert tuned.model.config.vocab_size == 1024
+    before, after = base.model.state_dict(), tuned.model.state_dict()
+    assert all(torch.allclose(before[k], after[k], atol=1e-9) for k in before)
+    with pytest.warns(UserWarning, match="--steps 3"):  # a longer schedule than the run's: said, and allowed
+        resumed = train(dataclasses.replace(tuned_cfg, steps=3), out=tmp_path / "tuned", resume=True, **quiet)
+    assert resumed.model.config.vocab_size == 1024 and resumed.history[-1]["step"] == 3

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from miniclip.checkpoint import follow_writer
+from miniclip.locks import follow_writer
 from miniclip.config import CLIPConfig, TrainConfig
 from miniclip.course.lesson import REHEARSAL_STANDIN_IMAGES, Lesson
 from miniclip.course.standins import build_standins, load_cifar10_standin

@@ -10,7 +10,7 @@ On disk (out_dir/):
     captions.jsonl   one line per image: {"id", "split", "captions"[, "attributes"]}
     progress.json    while building: records consumed, images written, bytes of captions.jsonl (+ shapes: rng state)
     manifest.json    written last and atomically: without it the cache is incomplete
-    .miniclip.lock   only while a process builds there: one builder per folder (miniclip.checkpoint.run_lock)
+    .miniclip.lock   only while a process builds there: one builder per folder (miniclip.locks.run_lock)
 
 An out_dir holding another cache (another source, size or limit) is refused; the same build resumes.
 Decoding (decode.py) is the slow part, so it runs in worker processes and is paid once: after that a batch
@@ -28,10 +28,11 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
-from miniclip.checkpoint import atomic_write_json, run_lock, sweep_temporary_files, to_json
+from miniclip.checkpoint import atomic_write_json, sweep_temporary_files, to_json
 from miniclip.data import PairedData, shapes
 from miniclip.data.coco import Record, ZipMember
 from miniclip.data.decode import decode_image, decoder_pool, process_chunk
+from miniclip.locks import run_lock
 
 FORMAT_VERSION = 1
 MAX_EXAMPLES = 1000  # skipped samples listed by file name and id in the manifest (counts are always complete)
@@ -188,8 +189,7 @@ def _decode_into(out: Path, identity: dict, records, workers: int | None, limit:
                               "it with the --limit it was started with (or none), or delete the folder")
     if done:
         print(f"cache: resuming {out} after {done} records ({writer.state['num_images']} images)")
-        for _ in islice(records, done):  # skip what is already in the cache
-            pass
+        next(islice(records, done, done), None)  # skip (consume) the `done` records already in the cache
     if limit is not None:
         records = islice(records, max(0, limit - done))
 
