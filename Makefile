@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 # Offline by default: an accidental model-hub call fails at once instead of hanging.
 TEST_ENV := HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TRANSFORMERS_OFFLINE=1 MINICLIP_SMOKE=1 MPLBACKEND=Agg
 
-.PHONY: demo test claims lab bench student wheel clean
+.PHONY: demo test runs claims lab bench student wheel clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -28,6 +28,16 @@ test: $(VENV)/.installed-dev
 	$(TEST_ENV) $(BIN)/python -m pytest tests notebooks --nbval-lax --nbval-current-env -q
 	$(TEST_ENV) MINICLIP_LESSON=rehearsal $(BIN)/python -m pytest notebooks --nbval-lax --nbval-current-env -q \
 		--nbval-sanitize-with notebooks/rehearsal_nbval.cfg
+
+# Before class: every run the laptop lesson trains (the main run, the probe models, the experiments), trained once into
+# runs/laptop by executing the notebooks in order; in class each notebook then loads its runs instead of training.
+runs: $(VENV)/.installed-dev
+	mkdir -p runs/executed
+	for nb in notebooks/[0-9]*.ipynb; do \
+		HF_HUB_OFFLINE=1 MPLBACKEND=Agg MINICLIP_LESSON=laptop $(BIN)/jupyter nbconvert --to notebook --execute \
+		--ExecutePreprocessor.timeout=-1 --output-dir runs/executed $$nb || exit 1; \
+	done
+	du -sh $${MINICLIP_RUNS:-runs}/laptop
 
 # Every notebook at the laptop lesson, each claim of its prose checked against its own numbers (miniclip.course.claims);
 # ends with "N claims checked, M failed". Run it after changing a lesson or the shapes world (tens of minutes).
