@@ -37,6 +37,21 @@ def test_what_a_worker_prints_or_warns_reaches_the_notebook(capsys):
     assert "[a] hello in two parts" in out and "[b] UserWarning: bye warns" in out
 
 
+def _draw_bar(n):  # module-level: picklable
+    from tqdm.auto import tqdm
+
+    for _ in tqdm(range(n), desc="worker bar", mininterval=0):
+        pass
+
+
+def test_a_workers_progress_bars_stay_out_of_the_notebook(capfd):
+    """Jupyter's kernel shows what any child process writes to its stderr (the file descriptor): a worker's bars,
+    such as the shapes world's while it is drawn, would fill the cell with lines of percentages."""
+    call_side_by_side({"a": (_draw_bar, (50,))}, workers=2, progress=False)
+    out, err = capfd.readouterr()
+    assert "worker bar" not in out + err
+
+
 def test_a_call_waits_for_the_calls_it_comes_after(tmp_path):
     slow, quick = (_write_when, (tmp_path / "a", None, 1.0)), (_write_when, (tmp_path / "b", tmp_path / "a"))
     with pytest.raises(RuntimeError, match="'b' failed"):  # without `after`, b starts at once and finds no a

@@ -7,11 +7,11 @@
 A tiny model does not keep two CPU threads busy: on the 2-core reference machine one shapes-tiny run trains about
 2,500 pairs/s on two threads, while two runs side by side, one thread each, train about 1,900 pairs/s each, 3,800
 together: 1.5x the work per second (bench/side_by_side.py measures it on yours). A notebook that needs several
-models (lesson 8 trains seven, lesson 9 five) finishes sooner when they train side by side. Runs that are already
+models (lesson 8 trains six, lesson 9 five) finishes sooner when they train side by side. Runs that are already
 finished are only loaded; each run is the same as load_or_train would make it (its own folder, seed, checkpoints,
 resume), but its numbers are those of a one-thread run, which can differ from a two-thread run's in the last
-digits. What a worker prints or warns is printed here, each line under its run's name (a worker's own output
-would go to the console of the Jupyter server). On a GPU the runs train one after the other in this process.
+digits. What a worker prints or warns is printed here, each line under its run's name; its progress bars are
+dropped (the parent draws one bar for all). On a GPU the runs train one after the other in this process.
 """
 from __future__ import annotations
 
@@ -36,8 +36,8 @@ from miniclip.train import TrainResult, load_or_train
 
 
 class _Lines(io.TextIOBase):
-    """A worker's sys.stdout: each complete line goes to the parent (`messages`), which prints it in the notebook; a
-    worker's own output would go to the console of the Jupyter server, where nobody reads it."""
+    """A worker's sys.stdout: each complete line goes to the parent (`messages`), which prints it in the notebook
+    under the worker's name (written directly, the lines of several workers would interleave unlabelled)."""
 
     def __init__(self, name: str, messages):
         self.name, self.messages, self.pending = name, messages, ""
@@ -57,7 +57,10 @@ def _call(name: str, function, args: tuple, errors, messages) -> None:
     """One worker: one call on one thread (the point of running side by side); what it prints and warns goes to
     `messages`, a failure to `errors`."""
     torch.set_num_threads(1)
-    sys.stdout = _Lines(name, messages)  # print(); progress bars write to stderr and stay in the console
+    sys.stdout = _Lines(name, messages)  # print()
+    # Progress bars write to sys.stderr, and the kernel shows a child process's stderr in the notebook: a bar per
+    # worker (the shapes world being drawn) would fill the cell with lines of percentages. The parent draws one bar.
+    sys.stderr = open(os.devnull, "w")
     warnings.showwarning = lambda message, category, *_: messages.put((name, f"{category.__name__}: {message}"))
     try:
         function(*args)
