@@ -2,7 +2,7 @@
 
     python bench/side_by_side.py [--steps 300] [--threads 2]
 
-miniclip.course.side_by_side trains a notebook's independent runs side by side on a CPU (lesson 8 trains seven);
+miniclip.course.side_by_side trains a notebook's independent runs side by side on a CPU (lesson 8 trains six);
 this measures whether that pays on this machine: the wall time of two identical-length runs trained one after the
 other with --threads threads each, then side by side with one thread each, both from fresh folders, world
 generation and process start included. Prints both times and their ratio.

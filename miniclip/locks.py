@@ -21,7 +21,7 @@ from tqdm.auto import tqdm
 
 from miniclip.checkpoint import METRICS_FILE, steps_logged
 
-LOCK_FILE = ".miniclip.lock"  # in a run or cache folder while a process writes there: {"pid", "host"}
+LOCK_FILE = ".miniclip.lock"  # in a run or cache folder while a process writes there: {"pid", "host", "start"}
 LOCK_STALE_S = 300  # a lock of another machine, with nothing written for this long, is left by a process that is gone
 
 
