@@ -72,7 +72,7 @@ SMOKE_RECIPE = dict(steps=3, batch_size=16, num_images=200, eval_every=0)  # pro
 # Measured at 600 steps of 256 pairs: 300 images -> 21% zero-shot top-1, 1000 -> 28%, 3000 -> 61%, 50000 -> 77%.
 # Shorter runs squeeze the curve: 600 steps of 64 pairs give 22% (300 images) and 29% (50000), 500 steps of 128
 # pairs 24% and 34%: too close to tell. Three sets are enough for the curve (the 1000-image run, dropped 2026-11-30,
-# cost notebook 08 about 40 s).
+# took 80 s of one worker, notebook 08 433 s in all against 414 s without it).
 DATA_EFFICIENCY = {"recipe": "base", "num_images": (300, 3000, 50000), "train": dict(steps=600, eval_every=0)}
 
 
