@@ -9,6 +9,7 @@ A folder is a run's when it holds run.json or only files a run writes (RUN_FILES
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import shutil
 import warnings
@@ -16,8 +17,8 @@ from pathlib import Path
 
 from miniclip.checkpoint import (CONFIG_FILE, METRICS_FILE, MODEL_FILE, TMP_SUFFIX, TOKENIZER_FILE,
                                  TRAIN_STATE_FILE, read_jsonl, sweep_temporary_files, to_json, weights_digest)
-from miniclip.locks import LOCK_FILE
 from miniclip.config import TrainConfig
+from miniclip.locks import LOCK_FILE
 
 RUN_FILE = "run.json"
 RUN_FILES = {MODEL_FILE, CONFIG_FILE, TOKENIZER_FILE, TRAIN_STATE_FILE, METRICS_FILE, RUN_FILE, LOCK_FILE}
@@ -29,20 +30,30 @@ def recipe(cfg: TrainConfig) -> dict:
 
 
 def run_record(cfg: TrainConfig, world: int = 1) -> dict:
-    """run.json: cfg's fields, the number of processes and, for a fine-tune, the digest of the weights it starts from."""
+    """run.json: cfg's fields, the number of processes and the digests of what cfg's paths point to: the weights a
+    fine-tune starts from (init_from_sha256), the manifests of a cache it trains on (data_sha256)."""
     start = Path(cfg.init_from) / MODEL_FILE if cfg.init_from else None
     digest = {"init_from_sha256": weights_digest(start)} if start and start.is_file() else {}
+    data = Path(cfg.data)
+    manifests = sorted([*data.glob("manifest.json"), *data.glob("*/manifest.json")]) if cfg.data != "shapes" else []
+    if manifests:  # a cache, with its splits: each manifest says what the cache holds (source, sizes, counts)
+        digest["data_sha256"] = hashlib.sha256(b"".join(m.read_bytes() for m in manifests)).hexdigest()
     return recipe(cfg) | {"world_size": world} | digest
 
 
 def same_recipe(out, cfg: TrainConfig) -> bool:
     """Whether run.json in `out` records cfg; a field it lacks (added to TrainConfig later) counts as its default.
-    A fine-tune is stale once its start (cfg.init_from) holds another model: compared by content, not by file
-    times, so that a copied runs folder keeps its fine-tunes."""
+    What cfg's paths point to is compared by content, not by path or file times: a fine-tune is stale once its start
+    (cfg.init_from) holds another model, and a runs folder copied elsewhere (another checkout, Drive) keeps its runs."""
     saved, ours, defaults = read_run_record(out), run_record(cfg), run_record(TrainConfig())
     saved.pop("world_size", None)  # the same recipe on more GPUs: the global batch is cfg.batch_size either way
-    if "init_from_sha256" not in ours:  # the start is gone (or there is none): the run stands on its own
-        saved.pop("init_from_sha256", None)
+    for path, digest in (("init_from", "init_from_sha256"), ("data", "data_sha256")):
+        if digest in saved and digest in ours:
+            if saved[digest] == ours[digest]:  # the same weights or cache, wherever it lies now
+                saved[path] = ours[path]
+        else:  # a start that is gone (the run stands on its own), or a record older than the digest: by path
+            saved.pop(digest, None)
+            ours.pop(digest, None)
     return bool(saved) and set(saved) <= set(ours) and all(saved.get(k, defaults.get(k)) == v for k, v in ours.items())
 
 

@@ -338,6 +338,34 @@ def test_a_fine_tune_is_stale_when_its_start_holds_another_model_not_when_the_ru
     assert run_is_finished(tuned, tmp_path / "runs" / "tuned")  # without its start, a fine-tune stands on its own
 
 
+def test_a_runs_folder_copied_to_another_path_keeps_its_fine_tunes_and_cache_runs(tmp_path):
+    """A teacher trains the runs once and copies the folder into each student's checkout: run.json records absolute
+    paths (a fine-tune's start, a cache), so the copies are recognised by what those paths hold, not by the paths."""
+    from miniclip.data import shapes
+    from miniclip.data.cache import save_paired
+
+    quiet, a, b = dict(progress=False, eval_fn=lambda m, t: {}), tmp_path / "a" / "runs", tmp_path / "b" / "runs"
+    save_paired(shapes.generate(300, seed=1), a / "data" / "c")
+    cfgs = {"base": TrainConfig.for_preset("shapes-tiny", steps=2, num_images=300, eval_every=0),
+            "tuned": TrainConfig.for_preset("shapes-tiny", steps=1, num_images=300, eval_every=0,
+                                            init_from=str(a / "base")),
+            "cached": TrainConfig.for_preset("shapes-tiny", steps=1, batch_size=32, num_images=0, eval_every=0,
+                                             data=str(a / "data" / "c"))}
+    for name, cfg in cfgs.items():
+        train(cfg, out=a / name, **quiet)
+    shutil.copytree(a, b)
+    moved = {"base": cfgs["base"], "tuned": dataclasses.replace(cfgs["tuned"], init_from=str(b / "base")),
+             "cached": dataclasses.replace(cfgs["cached"], data=str(b / "data" / "c"))}
+    assert all(run_is_finished(cfg, b / name) for name, cfg in moved.items())
+    # what the paths point to still counts: another cache there, or another start, makes the run stale
+    shutil.rmtree(b / "data" / "c")
+    save_paired(shapes.generate(300, seed=2), b / "data" / "c")
+    assert not run_is_finished(moved["cached"], b / "cached")
+    train(dataclasses.replace(cfgs["base"], seed=1), out=b / "base", overwrite=True, **quiet)
+    assert not run_is_finished(moved["tuned"], b / "tuned")
+    assert run_is_finished(cfgs["tuned"], a / "tuned") and run_is_finished(cfgs["cached"], a / "cached")
+
+
 def test_init_from_refuses_a_run_of_another_shape(tmp_path):
     train(TrainConfig.for_preset("shapes-tiny", steps=1, num_images=500, eval_every=0), out=tmp_path / "base",
           progress=False, eval_fn=lambda m, t: {})
