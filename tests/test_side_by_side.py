@@ -1,4 +1,5 @@
 """course.side_by_side: runs trained in worker processes equal the same runs trained here on one thread."""
+import sys
 import time
 import warnings
 from pathlib import Path
@@ -37,19 +38,24 @@ def test_what_a_worker_prints_or_warns_reaches_the_notebook(capsys):
     assert "[a] hello in two parts" in out and "[b] UserWarning: bye warns" in out
 
 
-def _draw_bar(n):  # module-level: picklable
+def _draw_bar_and_log(n):  # module-level: picklable
+    import logging
+
     from tqdm.auto import tqdm
 
-    for _ in tqdm(range(n), desc="worker bar", mininterval=0):
+    for _ in tqdm(range(n), desc="worker bar", mininterval=0, leave=False):  # as the shapes world draws its bar
         pass
+    logging.warning("worker logs")  # Python's fallback handler: sys.stderr
+    print("worker error line", file=sys.stderr)
 
 
-def test_a_workers_progress_bars_stay_out_of_the_notebook(capfd):
+def test_a_workers_progress_bars_stay_out_of_the_notebook_and_its_other_output_reaches_it(capfd):
     """Jupyter's kernel shows what any child process writes to its stderr (the file descriptor): a worker's bars,
-    such as the shapes world's while it is drawn, would fill the cell with lines of percentages."""
-    call_side_by_side({"a": (_draw_bar, (50,))}, workers=2, progress=False)
+    such as the shapes world's while it is drawn, filled the cell with a line of percentages per redraw."""
+    call_side_by_side({"a": (_draw_bar_and_log, (50,))}, workers=2, progress=False)
     out, err = capfd.readouterr()
     assert "worker bar" not in out + err
+    assert "[a] WARNING:root:worker logs" in out and "[a] worker error line" in out
 
 
 def test_a_call_waits_for_the_calls_it_comes_after(tmp_path):

@@ -10,8 +10,8 @@ together: 1.5x the work per second (bench/side_by_side.py measures it on yours).
 models (lesson 8 trains six, lesson 9 five) finishes sooner when they train side by side. Runs that are already
 finished are only loaded; each run is the same as load_or_train would make it (its own folder, seed, checkpoints,
 resume), but its numbers are those of a one-thread run, which can differ from a two-thread run's in the last
-digits. What a worker prints or warns is printed here, each line under its run's name; its progress bars are
-dropped (the parent draws one bar for all). On a GPU the runs train one after the other in this process.
+digits. What a worker prints, logs or warns is printed here, each line under its run's name, without the redraws
+of its progress bars (the parent draws one bar for all). On a GPU the runs train one after the other in this process.
 """
 from __future__ import annotations
 
@@ -36,8 +36,11 @@ from miniclip.train import TrainResult, load_or_train
 
 
 class _Lines(io.TextIOBase):
-    """A worker's sys.stdout: each complete line goes to the parent (`messages`), which prints it in the notebook
-    under the worker's name (written directly, the lines of several workers would interleave unlabelled)."""
+    """A worker's sys.stdout or sys.stderr: each complete line goes to the parent (`messages`), which prints it in
+    the notebook under the worker's name (written directly, the lines of several workers would interleave
+    unlabelled). Of a line, only what follows its last carriage return is kept, as a terminal shows it: a progress
+    bar redraws itself with "\r", so one that clears itself when done (leave=False, as the shapes world's does)
+    sends nothing, instead of a line of percentages per redraw."""
 
     def __init__(self, name: str, messages):
         self.name, self.messages, self.pending = name, messages, ""
@@ -45,7 +48,7 @@ class _Lines(io.TextIOBase):
     def write(self, text: str) -> int:
         """Send the complete lines of text (the rest waits for its end of line); returns len(text)."""
         *lines, self.pending = (self.pending + text).split("\n")
-        for line in filter(str.strip, lines):
+        for line in filter(str.strip, (line.rsplit("\r", 1)[-1] for line in lines)):
             self.messages.put((self.name, line))
         return len(text)
 
@@ -57,10 +60,9 @@ def _call(name: str, function, args: tuple, errors, messages) -> None:
     """One worker: one call on one thread (the point of running side by side); what it prints and warns goes to
     `messages`, a failure to `errors`."""
     torch.set_num_threads(1)
-    sys.stdout = _Lines(name, messages)  # print()
-    # Progress bars write to sys.stderr, and the kernel shows a child process's stderr in the notebook: a bar per
-    # worker (the shapes world being drawn) would fill the cell with lines of percentages. The parent draws one bar.
-    sys.stderr = open(os.devnull, "w")
+    # The kernel shows a child process's own output in the notebook, but unlabelled, and every redraw of a progress
+    # bar as a line of its own: what the worker prints, logs or draws goes through the parent instead.
+    sys.stdout, sys.stderr = _Lines(name, messages), _Lines(name, messages)
     warnings.showwarning = lambda message, category, *_: messages.put((name, f"{category.__name__}: {message}"))
     try:
         function(*args)
@@ -171,8 +173,9 @@ def call_side_by_side(calls: dict[str, tuple], workers: int | None = None, progr
         bar.refresh()
     finally:
         for process in running.values():  # after a failure or an interrupt: stop the others too
-            process.terminate()
-            process.join()
+            if process.pid is not None:  # started (start() itself can fail)
+                process.terminate()
+                process.join()
         bar.close()
         if saved_backend is None:
             os.environ.pop("MPLBACKEND", None)
