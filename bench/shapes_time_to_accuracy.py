@@ -33,7 +33,7 @@ torch.compile on the CPU (TrainConfig.compile; tried 2026-11-30, not adopted): 2
 text tower cannot drop the padding after the batch's last end token, so it runs all 32 positions, not about 10).
 
 Data parallel on the CPU (tried 2026-11-30, not adopted): two processes of one thread each (torchrun --nproc_per_node
-2 miniclip train, gloo; the loss gathers both halves' features, so the batch is the same 256 pairs) against one
+2 -m miniclip train, gloo; the loss gathers both halves' features, so the batch is the same 256 pairs) against one
 process of two threads, 300 steps on 20,000 images, twice each: 3,185 / 3,233 pairs/s against 3,014 / 3,065 in the
 steady state (5% more), but 34.8 / 33.9 s against 33.0 / 32.2 s in all (starting the process group costs more than
 it saves), so one process it stays. Two *independent* runs side by side do gain (course/side_by_side.py).

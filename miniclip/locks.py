@@ -59,7 +59,7 @@ def run_lock(directory, activity: str = METRICS_FILE, doing: str = "trained"):
 
 
 def lock_holder(directory, activity: str = METRICS_FILE) -> dict | None:
-    """{"pid", "host"} of the live process writing `directory` under run_lock, or None: no lock, or a stale one (its
+    """{"pid", "host", "start"} of the live process writing `directory` under run_lock, or None: no lock, or a stale one (its
     process on this machine is gone; another machine's, with nothing written to the lock or `activity` lately)."""
     path, activity_path = Path(directory) / LOCK_FILE, Path(directory) / activity
     try:

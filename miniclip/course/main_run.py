@@ -21,7 +21,6 @@ from pathlib import Path
 
 import numpy as np
 
-from miniclip.locks import follow_writer
 from miniclip.config import CLIPConfig, TrainConfig
 from miniclip.course.lesson import REHEARSAL_STANDIN_IMAGES, Lesson
 from miniclip.course.standins import build_standins, load_cifar10_standin
@@ -29,6 +28,7 @@ from miniclip.data import PairedData
 from miniclip.data.cache import build_cache, load_cache
 from miniclip.data.coco import HF_SPLIT_NAMES, open_source
 from miniclip.data.sources import load_pairs
+from miniclip.locks import follow_writer
 from miniclip.run_folder import run_is_finished
 from miniclip.train import TrainResult, load_or_train
 from miniclip.zeroshot import CIFAR10_CLASSES, load_cifar10
